@@ -1,0 +1,253 @@
+//! The only stage that talks to the kernel: load the embedded programs, attach them where a
+//! plan says, read their events, detach.
+//!
+//! Everything a probe needs to know about a process goes into the `TARGETS` map before its
+//! uprobes are attached, and is removed after they are detached, so a probe never runs
+//! against a process it has no configuration for.
+
+pub mod features;
+pub mod loader;
+pub mod ringbuf;
+
+use std::{collections::HashMap, num::NonZeroU32, path::PathBuf};
+
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{uprobe::UProbeLinkId, UProbe},
+    Ebpf,
+};
+use spanhook_common::{Counter, GoroutineKey, HttpServerInflight, TargetConfig};
+
+pub use loader::LoadError;
+pub use ringbuf::EventReader;
+
+/// One uprobe to attach: a program at a file offset of a process's executable.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct UprobeSite {
+    /// Name of the kernel program (a function in ebpf/probes).
+    pub program: &'static str,
+    /// File offset in the executable.
+    pub offset: u64,
+    /// Symbol and role, for messages ("net/http.serverHandler.ServeHTTP+0x1f2 (return)").
+    pub label: String,
+}
+
+/// What to attach for one process.
+#[derive(Clone, Debug)]
+pub struct AttachRequest {
+    /// The process.
+    pub pid: u32,
+    /// The file the offsets refer to (normally `/proc/PID/exe`).
+    pub binary: PathBuf,
+    /// Configuration for the probes.
+    pub config: TargetConfig,
+    /// Every uprobe.
+    pub sites: Vec<UprobeSite>,
+}
+
+/// Why attaching failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The program is not in the embedded object.
+    #[error("eBPF program {0} is missing from the embedded object (agent and probes out of step)")]
+    MissingProgram(&'static str),
+    /// A map is missing or of the wrong type.
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// Cause.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// Attaching one uprobe failed.
+    #[error("cannot attach {label} at offset {offset:#x} of {binary} for pid {pid}: {source}")]
+    Uprobe {
+        /// The process.
+        pid: u32,
+        /// The file.
+        binary: PathBuf,
+        /// The probe.
+        label: String,
+        /// The offset.
+        offset: u64,
+        /// Cause.
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// The process is already traced.
+    #[error("pid {0} is already attached")]
+    AlreadyAttached(u32),
+    /// A pid of 0 was given.
+    #[error("pid 0 is not a process")]
+    InvalidPid,
+}
+
+/// Loaded programs and the uprobes attached for each process.
+pub struct Probes {
+    ebpf: Ebpf,
+    links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+}
+
+impl Probes {
+    /// Loads the embedded programs into the kernel.
+    pub fn load() -> Result<Self, LoadError> {
+        Ok(Self {
+            ebpf: loader::load()?,
+            links: HashMap::new(),
+        })
+    }
+
+    fn program(&mut self, name: &'static str) -> Result<&mut UProbe, AttachError> {
+        self.ebpf
+            .program_mut(name)
+            .and_then(|p| <&mut UProbe>::try_from(p).ok())
+            .ok_or(AttachError::MissingProgram(name))
+    }
+
+    fn targets(&mut self) -> Result<BpfHashMap<&mut MapData, u32, TargetConfig>, AttachError> {
+        let map = self.ebpf.map_mut("TARGETS").ok_or(AttachError::Map {
+            name: "TARGETS",
+            source: aya::maps::MapError::InvalidName {
+                name: "TARGETS".into(),
+            },
+        })?;
+        BpfHashMap::try_from(map).map_err(|source| AttachError::Map {
+            name: "TARGETS",
+            source,
+        })
+    }
+
+    /// Attaches every site of `req`; on any failure nothing of `req` stays attached.
+    pub fn attach(&mut self, req: &AttachRequest) -> Result<(), AttachError> {
+        let pid = NonZeroU32::new(req.pid).ok_or(AttachError::InvalidPid)?;
+        if self.links.contains_key(&req.pid) {
+            return Err(AttachError::AlreadyAttached(req.pid));
+        }
+        self.targets()?
+            .insert(req.pid, req.config, 0)
+            .map_err(|source| AttachError::Map {
+                name: "TARGETS",
+                source,
+            })?;
+        let mut done: Vec<(&'static str, UProbeLinkId)> = Vec::new();
+        for site in &req.sites {
+            let result = self.program(site.program).and_then(|prog| {
+                prog.attach(
+                    site.offset,
+                    &req.binary,
+                    aya::programs::uprobe::UProbeScope::OneProcess(pid),
+                )
+                .map_err(|source| AttachError::Uprobe {
+                    pid: req.pid,
+                    binary: req.binary.clone(),
+                    label: site.label.clone(),
+                    offset: site.offset,
+                    source: Box::new(source),
+                })
+            });
+            match result {
+                Ok(link) => done.push((site.program, link)),
+                Err(e) => {
+                    self.links.insert(req.pid, done);
+                    self.detach(req.pid);
+                    return Err(e);
+                }
+            }
+        }
+        self.links.insert(req.pid, done);
+        Ok(())
+    }
+
+    /// Detaches every uprobe of `pid` and forgets its configuration and in-flight state.
+    pub fn detach(&mut self, pid: u32) {
+        if let Some(links) = self.links.remove(&pid) {
+            for (program, link) in links {
+                if let Ok(prog) = self.program(program) {
+                    if let Err(e) = prog.detach(link) {
+                        tracing::warn!("detaching {program} from pid {pid}: {e}");
+                    }
+                }
+            }
+        }
+        if let Ok(mut targets) = self.targets() {
+            let _ = targets.remove(&pid);
+        }
+        self.forget_inflight(pid);
+    }
+
+    fn forget_inflight(&mut self, pid: u32) {
+        let Some(map) = self.ebpf.map_mut("HTTP_SERVER_INFLIGHT") else {
+            return;
+        };
+        let Ok(mut inflight) = BpfHashMap::<_, GoroutineKey, HttpServerInflight>::try_from(map)
+        else {
+            return;
+        };
+        let stale: Vec<GoroutineKey> = inflight
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.tgid == pid)
+            .collect();
+        for k in stale {
+            let _ = inflight.remove(&k);
+        }
+    }
+
+    /// Processes with probes attached.
+    pub fn attached(&self) -> impl Iterator<Item = u32> + '_ {
+        self.links.keys().copied()
+    }
+
+    /// Number of uprobes attached for `pid`.
+    pub fn uprobe_count(&self, pid: u32) -> usize {
+        self.links.get(&pid).map_or(0, Vec::len)
+    }
+
+    /// Takes the event ring buffer; call once.
+    pub fn event_reader(&mut self) -> Result<EventReader, AttachError> {
+        let map = self.ebpf.take_map("EVENTS").ok_or(AttachError::Map {
+            name: "EVENTS",
+            source: aya::maps::MapError::InvalidName {
+                name: "EVENTS".into(),
+            },
+        })?;
+        let ring = RingBuf::try_from(map).map_err(|source| AttachError::Map {
+            name: "EVENTS",
+            source,
+        })?;
+        EventReader::new(ring).map_err(|e| AttachError::Map {
+            name: "EVENTS",
+            source: aya::maps::MapError::IoError(e),
+        })
+    }
+
+    /// The probes' loss and failure counters, summed over CPUs.
+    pub fn counters(&self) -> Vec<(Counter, u64)> {
+        let Some(map) = self.ebpf.map("COUNTERS") else {
+            return Vec::new();
+        };
+        let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else {
+            return Vec::new();
+        };
+        Counter::ALL
+            .iter()
+            .map(|&c| {
+                let total = array
+                    .get(&(c as u32), 0)
+                    .map(|per_cpu| per_cpu.iter().sum())
+                    .unwrap_or(0);
+                (c, total)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        let pids: Vec<u32> = self.links.keys().copied().collect();
+        for pid in pids {
+            self.detach(pid);
+        }
+    }
+}

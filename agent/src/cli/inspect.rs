@@ -1,0 +1,225 @@
+//! `spanhook inspect`: what spanhook can trace in a binary, and precisely why not.
+//!
+//! Exit status: 0 when at least one capability can be traced, 3 when the file is readable but
+//! nothing in it can be traced, 1 when it cannot be read as an executable at all.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Serialize;
+
+use crate::{
+    attach::UprobeSite,
+    inspect::{
+        elf::{Arch, ElfFile},
+        golang::Module,
+        process::Process,
+    },
+    plan::{
+        target::{plan_file, FileError},
+        CapabilityOutcome, CapabilityPlan, FieldOffset, OffsetTable,
+    },
+};
+
+/// Exit status when nothing can be traced.
+const EXIT_NOTHING_TO_TRACE: u8 = 3;
+
+/// Flags of `spanhook inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The executable to inspect.
+    #[arg(required_unless_present = "pid", conflicts_with = "pid")]
+    pub path: Option<PathBuf>,
+    /// Inspect the executable of a running process.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct GoReport {
+    version: String,
+    main_module: Option<String>,
+    modules: Vec<Module>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    path: String,
+    pid: Option<u32>,
+    language: &'static str,
+    arch: &'static str,
+    pie: bool,
+    stripped: bool,
+    dwarf: bool,
+    go: Option<GoReport>,
+    capabilities: Vec<CapabilityPlan>,
+    /// Every uprobe `attach` would place.
+    probes: Vec<UprobeSite>,
+    offsets: Vec<FieldOffset>,
+    warnings: Vec<String>,
+    /// Why nothing can be traced, when that is the case for the whole binary.
+    problem: Option<String>,
+}
+
+/// Runs `spanhook inspect`.
+pub fn run(args: &InspectArgs) -> Result<ExitCode> {
+    let (path, open_path, pid) = match (args.pid, &args.path) {
+        (Some(pid), _) => {
+            let p = Process::open(pid)?;
+            (p.exe.clone(), p.exe_link.clone(), Some(pid))
+        }
+        (None, Some(path)) => (path.clone(), path.clone(), None),
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let elf =
+        ElfFile::open(&open_path).with_context(|| format!("cannot inspect {}", path.display()))?;
+    let report = build_report(&elf, path, pid);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    let traced = report
+        .capabilities
+        .iter()
+        .any(|c| matches!(c.outcome, CapabilityOutcome::Traced { .. }));
+    Ok(if traced {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NOTHING_TO_TRACE)
+    })
+}
+
+fn build_report(elf: &ElfFile, path: PathBuf, pid: Option<u32>) -> Report {
+    let mut report = Report {
+        path: path.display().to_string(),
+        pid,
+        language: "other",
+        arch: match elf.arch() {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        },
+        pie: elf.is_pie(),
+        stripped: !elf.has_symtab(),
+        dwarf: elf.has_dwarf(),
+        go: None,
+        capabilities: Vec::new(),
+        probes: Vec::new(),
+        offsets: Vec::new(),
+        warnings: Vec::new(),
+        problem: None,
+    };
+    match plan_file(elf, &OffsetTable::embedded()) {
+        Ok((go, plan)) => {
+            report.language = "go";
+            report.go = Some(go_report(&go));
+            report.capabilities = plan.capabilities;
+            report.probes = plan.sites;
+            report.offsets = plan.offsets;
+            report.warnings = plan.warnings;
+        }
+        Err(FileError::NotGo) => {
+            report.problem = Some("not a Go program (no Go build information or function table); spanhook traces Go programs".into());
+        }
+        Err(e) => {
+            if let Ok(Some(go)) = crate::inspect::golang::analyze(elf) {
+                report.language = "go";
+                report.go = Some(go_report(&go));
+            }
+            report.problem = Some(e.to_string());
+        }
+    }
+    report
+}
+
+fn go_report(go: &crate::inspect::golang::GoBinary) -> GoReport {
+    GoReport {
+        version: go.version.to_string(),
+        main_module: go
+            .build
+            .main
+            .as_ref()
+            .map(|m| m.path.clone())
+            .or_else(|| go.build.path.clone()),
+        modules: go.build.deps.clone(),
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn render(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "path:      {}", r.path);
+    if let Some(pid) = r.pid {
+        let _ = writeln!(s, "pid:       {pid}");
+    }
+    let lang = match &r.go {
+        Some(go) => format!("Go {}", go.version),
+        None => r.language.to_string(),
+    };
+    let _ = writeln!(
+        s,
+        "language:  {lang} ({}, PIE {}, stripped {}, DWARF {})",
+        r.arch,
+        yes_no(r.pie),
+        yes_no(r.stripped),
+        yes_no(r.dwarf)
+    );
+    if let Some(go) = &r.go {
+        if let Some(main) = &go.main_module {
+            let _ = writeln!(s, "module:    {main}");
+        }
+        if !go.modules.is_empty() {
+            let _ = writeln!(s, "modules:");
+            for m in &go.modules {
+                let _ = writeln!(s, "  {} {}", m.path, m.version);
+            }
+        }
+    }
+    if let Some(problem) = &r.problem {
+        let _ = writeln!(s, "cannot trace: {problem}");
+    }
+    if !r.capabilities.is_empty() {
+        let _ = writeln!(s, "capabilities:");
+        for c in &r.capabilities {
+            match &c.outcome {
+                CapabilityOutcome::Traced {
+                    symbol,
+                    entry_offset,
+                    returns,
+                } => {
+                    let _ = writeln!(
+                        s,
+                        "  {:<14} traced      {symbol} at file offset {entry_offset:#x}, {returns} RET sites",
+                        c.capability.name()
+                    );
+                }
+                CapabilityOutcome::NotTraced { reason } => {
+                    let _ = writeln!(s, "  {:<14} not traced  {reason}", c.capability.name());
+                }
+            }
+        }
+    }
+    if !r.offsets.is_empty() {
+        let _ = writeln!(s, "offsets:");
+        for o in &r.offsets {
+            let name = format!("{}.{}", o.field.type_name(), o.field.field_name());
+            let _ = writeln!(s, "  {name:<46} {:>5}  {}", o.offset, o.source);
+        }
+    }
+    for w in &r.warnings {
+        let _ = writeln!(s, "warning:   {w}");
+    }
+    s
+}

@@ -1,0 +1,61 @@
+//! The command line: parse flags, validate them into a configuration, run a command.
+
+pub mod attach;
+pub mod inspect;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// spanhook traces Go services with eBPF uprobes and exports their spans over OTLP, without
+/// changing or restarting them.
+#[derive(Parser, Debug)]
+#[command(name = "spanhook", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Attach to running processes and export their spans until interrupted.
+    Attach(attach::AttachArgs),
+    /// Show what spanhook can trace in a binary or a running process, and why not.
+    Inspect(inspect::InspectArgs),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Attach(args) => runtime().and_then(|rt| rt.block_on(attach::run(args))),
+        Command::Inspect(args) => inspect::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("spanhook")
+        .build()?)
+}
+
+fn init_logging() {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter = EnvFilter::try_from_env("SPANHOOK_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn,h2=warn,tonic=warn,hyper=warn,reqwest=warn"));
+    let _ = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,7 @@
+//! The `spanhook` command.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    spanhook::cli::main()
+}

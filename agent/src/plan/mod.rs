@@ -1,0 +1,13 @@
+//! Which probe goes at which file offset, and what the probes must know — decided from the
+//! inspected binary alone, so a plan is deterministic and printable before anything is
+//! attached.
+
+pub mod catalog;
+pub mod offsets;
+pub mod resolve;
+pub mod target;
+
+pub use catalog::Capability;
+pub use offsets::{OffsetSource, OffsetTable};
+pub use resolve::{plan_go, CapabilityOutcome, CapabilityPlan, FieldOffset, GoPlan, PlanError};
+pub use target::{plan_pid, PlannedTarget, TargetError};

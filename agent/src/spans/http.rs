@@ -1,0 +1,249 @@
+//! HTTP spans with the stable HTTP semantic conventions.
+
+use std::sync::Arc;
+
+use opentelemetry::{
+    trace::{SpanId, SpanKind, Status, TraceId},
+    KeyValue,
+};
+use spanhook_common::{HttpServerEvent, Str, TraceIds};
+
+use super::{Clock, ProcessResource, SpanRecord};
+
+/// Methods the semantic conventions know; anything else is reported as `_OTHER`.
+const KNOWN_METHODS: &[&str] = &[
+    "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE",
+];
+
+fn text<const N: usize>(s: &Str<N>) -> String {
+    String::from_utf8_lossy(s.as_bytes()).into_owned()
+}
+
+/// Splits `host[:port]` (IPv6 in brackets) into address and port.
+pub fn split_host_port(hostport: &str) -> (String, Option<u16>) {
+    if let Some(rest) = hostport.strip_prefix('[') {
+        if let Some((addr, tail)) = rest.split_once(']') {
+            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (addr.to_string(), port);
+        }
+    }
+    match hostport.rsplit_once(':') {
+        // More than one colon and no brackets: a bare IPv6 address without a port.
+        Some((addr, _)) if addr.contains(':') => (hostport.to_string(), None),
+        Some((addr, port)) => match port.parse() {
+            Ok(p) => (addr.to_string(), Some(p)),
+            Err(_) => (hostport.to_string(), None),
+        },
+        None => (hostport.to_string(), None),
+    }
+}
+
+/// The `http.route` from a ServeMux pattern `[METHOD ][HOST]/PATH`: the path template.
+pub fn route_from_pattern(pattern: &str) -> Option<String> {
+    let pattern = pattern.trim();
+    let path_start = pattern.find('/')?;
+    Some(pattern[path_start..].to_string())
+}
+
+fn ids(trace: &TraceIds) -> (TraceId, SpanId, SpanId, bool) {
+    let parent = SpanId::from_bytes(trace.parent_span_id);
+    (
+        TraceId::from_bytes(trace.trace_id),
+        SpanId::from_bytes(trace.span_id),
+        parent,
+        trace.origin == TraceIds::ORIGIN_HEADER,
+    )
+}
+
+/// The SERVER span of one Go `net/http` request.
+pub fn server_span(
+    e: &HttpServerEvent,
+    clock: &Clock,
+    resource: Arc<ProcessResource>,
+) -> SpanRecord {
+    let raw_method = text(&e.method);
+    let method = if KNOWN_METHODS.contains(&raw_method.as_str()) {
+        raw_method.clone()
+    } else {
+        "_OTHER".to_string()
+    };
+    // Go sends 200 when a handler writes nothing; the probe then reads 0.
+    let status_code = if e.status == 0 { 200 } else { e.status as i64 };
+    let scheme = if e.tls != 0 { "https" } else { "http" };
+    let route = route_from_pattern(&text(&e.route));
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", method.clone()),
+        KeyValue::new("url.path", text(&e.path)),
+        KeyValue::new("url.scheme", scheme),
+        KeyValue::new("http.response.status_code", status_code),
+        KeyValue::new("network.protocol.name", "http"),
+        KeyValue::new(
+            "network.protocol.version",
+            protocol_version(e.proto_major, e.proto_minor),
+        ),
+    ];
+    if method == "_OTHER" {
+        attributes.push(KeyValue::new("http.request.method_original", raw_method));
+    }
+    let (host, port) = split_host_port(&text(&e.host));
+    if !host.is_empty() {
+        attributes.push(KeyValue::new("server.address", host));
+    }
+    let port = port.unwrap_or(if e.tls != 0 { 443 } else { 80 });
+    attributes.push(KeyValue::new("server.port", port as i64));
+    let (client, client_port) = split_host_port(&text(&e.remote));
+    if !client.is_empty() {
+        attributes.push(KeyValue::new("client.address", client));
+        if let Some(p) = client_port {
+            attributes.push(KeyValue::new("client.port", p as i64));
+        }
+    }
+    if let Some(route) = &route {
+        attributes.push(KeyValue::new("http.route", route.clone()));
+    }
+    if e.trace.origin == TraceIds::ORIGIN_HEADER_INVALID {
+        attributes.push(KeyValue::new("spanhook.traceparent.invalid", true));
+    }
+    if e.status >= 500 {
+        attributes.push(KeyValue::new("error.type", status_code.to_string()));
+    }
+    let name = match &route {
+        Some(route) => format!("{method} {route}"),
+        None => method,
+    };
+    let (trace_id, span_id, parent_span_id, parent_is_remote) = ids(&e.trace);
+    SpanRecord {
+        trace_id,
+        span_id,
+        parent_span_id,
+        parent_is_remote,
+        sampled: e.trace.flags & 1 == 1,
+        name,
+        kind: SpanKind::Server,
+        start: clock.wall(e.header.start_ns),
+        end: clock.wall(e.header.end_ns.max(e.header.start_ns)),
+        attributes,
+        // Server spans are errors for 5xx only: a 4xx is the client's mistake.
+        status: if e.status >= 500 {
+            Status::error("")
+        } else {
+            Status::Unset
+        },
+        resource,
+    }
+}
+
+fn protocol_version(major: u8, minor: u8) -> String {
+    match (major, minor) {
+        (2, _) => "2".to_string(),
+        (3, _) => "3".to_string(),
+        (major, minor) => format!("{major}.{minor}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::tests::{server_event, str_of};
+    use std::path::Path;
+
+    fn resource() -> Arc<ProcessResource> {
+        Arc::new(ProcessResource::from_parts(
+            4242,
+            Path::new("/bin/svc"),
+            b"",
+            b"",
+            None,
+            &[],
+        ))
+    }
+
+    fn attr(s: &SpanRecord, k: &str) -> Option<String> {
+        s.attribute(k).map(|v| v.as_str().into_owned())
+    }
+
+    #[test]
+    fn server_span_has_semconv_attributes() {
+        let clock = Clock::with_offset_ns(0);
+        let s = server_span(&server_event("GET", "/hello", 0), &clock, resource());
+        assert_eq!(s.name, "GET");
+        assert_eq!(s.kind, SpanKind::Server);
+        assert_eq!(attr(&s, "http.request.method").as_deref(), Some("GET"));
+        assert_eq!(attr(&s, "url.path").as_deref(), Some("/hello"));
+        assert_eq!(attr(&s, "url.scheme").as_deref(), Some("http"));
+        assert_eq!(
+            s.attribute("http.response.status_code"),
+            Some(&opentelemetry::Value::I64(200))
+        );
+        assert_eq!(attr(&s, "server.address").as_deref(), Some("localhost"));
+        assert_eq!(
+            s.attribute("server.port"),
+            Some(&opentelemetry::Value::I64(8080))
+        );
+        assert_eq!(attr(&s, "client.address").as_deref(), Some("127.0.0.1"));
+        assert_eq!(attr(&s, "network.protocol.version").as_deref(), Some("1.1"));
+        assert_eq!(s.status, Status::Unset);
+        assert_eq!(s.duration(), std::time::Duration::from_micros(2500));
+        assert_eq!(s.parent_span_id, SpanId::INVALID);
+        assert!(s.sampled);
+    }
+
+    #[test]
+    fn five_hundreds_are_errors_and_routes_name_the_span() {
+        let clock = Clock::with_offset_ns(0);
+        let mut e = server_event("POST", "/items/42", 503);
+        e.route = str_of("POST /items/{id}");
+        let s = server_span(&e, &clock, resource());
+        assert_eq!(s.name, "POST /items/{id}");
+        assert_eq!(attr(&s, "http.route").as_deref(), Some("/items/{id}"));
+        assert!(matches!(s.status, Status::Error { .. }));
+        assert_eq!(attr(&s, "error.type").as_deref(), Some("503"));
+        let s = server_span(&server_event("GET", "/x", 404), &clock, resource());
+        assert_eq!(s.status, Status::Unset);
+    }
+
+    #[test]
+    fn unknown_methods_become_other() {
+        let clock = Clock::with_offset_ns(0);
+        let s = server_span(&server_event("BREW", "/pot", 418), &clock, resource());
+        assert_eq!(s.name, "_OTHER");
+        assert_eq!(
+            attr(&s, "http.request.method_original").as_deref(),
+            Some("BREW")
+        );
+    }
+
+    #[test]
+    fn incoming_parent_is_remote() {
+        let clock = Clock::with_offset_ns(0);
+        let mut e = server_event("GET", "/", 200);
+        e.trace.parent_span_id = [1, 2, 3, 4, 5, 6, 7, 8];
+        e.trace.origin = TraceIds::ORIGIN_HEADER;
+        e.trace.flags = 0;
+        let s = server_span(&e, &clock, resource());
+        assert_eq!(
+            s.parent_span_id,
+            SpanId::from_bytes([1, 2, 3, 4, 5, 6, 7, 8])
+        );
+        assert!(s.parent_is_remote);
+        assert!(!s.sampled);
+    }
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(
+            split_host_port("example.com:8443"),
+            ("example.com".into(), Some(8443))
+        );
+        assert_eq!(split_host_port("example.com"), ("example.com".into(), None));
+        assert_eq!(split_host_port("[::1]:80"), ("::1".into(), Some(80)));
+        assert_eq!(split_host_port("::1"), ("::1".into(), None));
+        assert_eq!(split_host_port("h:notaport"), ("h:notaport".into(), None));
+        assert_eq!(
+            route_from_pattern("GET example.com/a/{b}"),
+            Some("/a/{b}".into())
+        );
+        assert_eq!(route_from_pattern("/hello"), Some("/hello".into()));
+        assert_eq!(route_from_pattern(""), None);
+    }
+}

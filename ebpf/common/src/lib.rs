@@ -1,0 +1,36 @@
+//! The contract between spanhook's kernel probes and its user space.
+//!
+//! Every type that crosses the boundary — ring-buffer events, map keys and values, the slots
+//! of struct-field offsets a probe reads — is defined here once, `#[repr(C)]` with explicit
+//! padding and a size assertion, so the two sides cannot drift apart.
+#![no_std]
+#![deny(missing_docs)]
+
+pub mod counter;
+pub mod event;
+pub mod field;
+pub mod inflight;
+pub mod key;
+pub mod target;
+
+pub use counter::Counter;
+pub use event::{EventHeader, EventKind, HttpServerEvent, Str, TraceIds};
+pub use field::{GoField, OFFSET_ABSENT};
+pub use inflight::HttpServerInflight;
+pub use key::GoroutineKey;
+pub use target::TargetConfig;
+
+/// Marks types as plain old data for aya's user-space map API.
+#[cfg(feature = "user")]
+macro_rules! pod {
+    ($($ty:ty),* $(,)?) => {
+        $(
+            // SAFETY: every listed type is #[repr(C)], built only from integers and byte
+            // arrays, with explicit padding, so any bit pattern is a valid value.
+            unsafe impl aya::Pod for $ty {}
+        )*
+    };
+}
+
+#[cfg(feature = "user")]
+pod!(TargetConfig, GoroutineKey, HttpServerInflight);

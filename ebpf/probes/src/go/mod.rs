@@ -1,0 +1,4 @@
+//! Probes for Go programs.
+
+pub mod abi;
+pub mod nethttp;

@@ -1,0 +1,71 @@
+//! `cargo xtask …`: everything a developer or CI runs, each step idempotent.
+//!
+//! Every command installs what it needs first (`setup`), so a fresh machine goes from a
+//! clean clone to a demo or a full test run with one command.
+
+mod cmd;
+mod collector;
+mod demo;
+mod fixtures;
+mod go;
+mod offsets;
+mod setup;
+mod test;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "spanhook developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the toolchains (nightly rust-src, bpf-linker, Go, test tools); a no-op when present.
+    Setup,
+    /// Build the Go fixture programs (cached; rebuilt when their source changes).
+    Fixtures(fixtures::Args),
+    /// Regenerate the Go struct-field offsets table from real builds (or --check it).
+    Offsets(offsets::Args),
+    /// Run the whole test suite: set-up, fixtures, unit tests and the root-only kernel tests.
+    Test(test::Args),
+    /// Trace a small Go service live and print its spans.
+    Demo(demo::Args),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Setup => setup::run().map(|_| ()),
+        Command::Fixtures(args) => {
+            let tools = setup::run()?;
+            fixtures::build(&tools, &args).map(|_| ())
+        }
+        Command::Offsets(args) => {
+            let tools = setup::run()?;
+            offsets::run(&tools, &args)
+        }
+        Command::Test(args) => test::run(&args),
+        Command::Demo(args) => demo::run(&args),
+    }
+}
+
+/// The workspace root (the parent of this crate's directory).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
+
+/// Where built fixtures, tools and caches live (inside `target/`, never committed).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}

@@ -1,0 +1,48 @@
+//! `cargo xtask test`: the whole suite, set-up included.
+//!
+//! Installs the toolchains, builds the fixtures and the Collector, then runs every unit test
+//! and the kernel tests. The kernel tests attach real uprobes, so this must run as root; it
+//! refuses to start otherwise rather than let those tests fail one by one.
+
+use std::process::Command;
+
+use anyhow::{bail, Result};
+
+use crate::{cmd, collector, fixtures, setup};
+
+/// Options for the test run.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Only these Go releases in the fixture matrix (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub go: Vec<String>,
+    /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+    #[arg(last = true)]
+    pub cargo_args: Vec<String>,
+}
+
+/// Runs the suite.
+pub fn run(args: &Args) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the kernel tests load eBPF programs and attach uprobes: run `cargo xtask test` as root");
+    }
+    let tools = setup::run()?;
+    fixtures::build(
+        &tools,
+        &fixtures::Args {
+            go: args.go.clone(),
+            ..Default::default()
+        },
+    )?;
+    let otelcol = collector::ensure(&tools)?;
+    let mut test = Command::new("cargo");
+    test.current_dir(crate::root())
+        .args(["test", "--locked"])
+        .env("SPANHOOK_FIXTURES", fixtures::out_dir())
+        .env("SPANHOOK_OTELCOL", &otelcol);
+    if !args.cargo_args.is_empty() {
+        test.args(&args.cargo_args);
+    }
+    cmd::run(&mut test)
+}
