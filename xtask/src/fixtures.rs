@@ -99,8 +99,8 @@ pub struct Args {
 /// One built binary, as listed in the manifest.
 #[derive(Debug)]
 pub struct Built {
-    program: String,
-    go: String,
+    pub program: String,
+    pub go: String,
     variant: Variant,
     pub path: PathBuf,
 }

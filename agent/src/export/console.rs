@@ -87,6 +87,14 @@ fn status_text(s: &SpanRecord) -> String {
     }
 }
 
+/// What the span touched, beyond its name: the path of a server request, the URL of a call.
+fn detail(s: &SpanRecord) -> String {
+    s.attribute("url.full")
+        .or_else(|| s.attribute("url.path"))
+        .map(|v| v.as_str().into_owned())
+        .unwrap_or_default()
+}
+
 fn format_duration(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
     if ms >= 1000.0 {
@@ -139,15 +147,16 @@ pub fn render_trace(trace_id: TraceId, mut spans: Vec<SpanRecord>) -> String {
         let s = &spans[i];
         let branch = if last { "└─ " } else { "├─ " };
         let label = format!("{prefix}{branch}{}", s.name);
-        let _ = writeln!(
-            text,
-            "{label:<48} {:<6} {:>10}  {:<10} {}[{}]",
+        let line = format!(
+            "{label:<40} {:<6} {:>10}  {:<10} {:<24} {}",
             kind_label(&s.kind),
             format_duration(s.duration()),
             status_text(s),
-            s.resource.service_name,
-            s.resource.pid,
+            format!("{}[{}]", s.resource.service_name, s.resource.pid),
+            detail(s),
         );
+        text.push_str(line.trim_end());
+        text.push('\n');
         let kids = children.get(&i).cloned().unwrap_or_default();
         let next_prefix = format!("{prefix}{}", if last { "   " } else { "│  " });
         for (k, &c) in kids.iter().enumerate() {

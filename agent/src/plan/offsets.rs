@@ -108,6 +108,8 @@ pub struct TableError {
 #[derive(Clone, Debug, Default)]
 pub struct OffsetTable {
     rows: Vec<Row>,
+    /// Per module, the newest version the generator built (`@newest` lines).
+    newest: Vec<(String, Version)>,
 }
 
 impl OffsetTable {
@@ -116,9 +118,11 @@ impl OffsetTable {
         Self::parse(EMBEDDED).expect("the embedded offsets table is generated and tested")
     }
 
-    /// Parses tab-separated `module type field range offset` lines; `#` starts a comment.
+    /// Parses tab-separated `module type field range offset` lines and `@newest module
+    /// version` lines; `#` starts a comment.
     pub fn parse(text: &str) -> Result<Self, TableError> {
         let mut rows = Vec::new();
+        let mut newest = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line_no = i + 1;
             let line = line.trim_end();
@@ -130,6 +134,13 @@ impl OffsetTable {
                 reason: reason.to_string(),
             };
             let cols: Vec<&str> = line.split('\t').collect();
+            if let ["@newest", module, version] = cols[..] {
+                newest.push((
+                    module.to_string(),
+                    parse_version(version).ok_or_else(|| err("bad version"))?,
+                ));
+                continue;
+            }
             let [module, ty, field, range, offset] = cols[..] else {
                 return Err(err("expected 5 tab-separated columns"));
             };
@@ -153,7 +164,7 @@ impl OffsetTable {
                 offset: offset.parse().map_err(|_| err("bad offset"))?,
             });
         }
-        Ok(Self { rows })
+        Ok(Self { rows, newest })
     }
 
     /// The offset of `ty.field` in `module` at `version`, with the matching range.
@@ -170,15 +181,13 @@ impl OffsetTable {
             .map(|r| (r.offset, r.range.as_str()))
     }
 
-    /// The newest version any row of `module` names, to warn about binaries newer than the table.
+    /// The newest version of `module` the table was generated from, to warn about binaries
+    /// newer than the table.
     pub fn newest(&self, module: &str) -> Option<Version> {
-        self.rows
+        self.newest
             .iter()
-            .filter(|r| r.module == module)
-            .flat_map(|r| [r.from, r.to])
-            .flatten()
-            .map(|b| b.version)
-            .max()
+            .find(|(m, _)| m == module)
+            .map(|(_, v)| *v)
     }
 
     /// Every row.
@@ -192,6 +201,7 @@ mod tests {
     use super::*;
 
     const TABLE: &str = "# comment\n\
+@newest\tstd\t1.25.3\n\
 std\truntime.g\tgoid\t1.17-1.22\t152\n\
 std\truntime.g\tgoid\t1.23-1.24\t160\n\
 std\truntime.g\tgoid\t1.25-\t152\n\
@@ -214,7 +224,8 @@ google.golang.org/grpc\tx.y\tz\tv1.40.0-v1.52.3\t8\n";
         };
         assert_eq!(grpc((1, 52, 3)), Some(8));
         assert_eq!(grpc((1, 52, 4)), None);
-        assert_eq!(t.newest("std"), Some((1, 25, 0)));
+        assert_eq!(t.newest("std"), Some((1, 25, 3)));
+        assert_eq!(t.newest("google.golang.org/grpc"), None);
     }
 
     #[test]
