@@ -7,6 +7,7 @@
 
 pub mod features;
 pub mod loader;
+pub mod propagate;
 pub mod ringbuf;
 
 use std::{collections::HashMap, num::NonZeroU32, path::PathBuf};
@@ -16,9 +17,13 @@ use aya::{
     programs::{uprobe::UProbeLinkId, UProbe},
     Ebpf,
 };
-use spanhook_common::{Counter, GoroutineKey, HttpServerInflight, TargetConfig};
+use spanhook_common::{
+    ConnKey, ContextKey, Counter, GoidKey, GoroutineKey, HttpClientInflight, HttpServerInflight,
+    PendingTraceparent, TargetConfig, TraceIds,
+};
 
 pub use loader::LoadError;
+pub use propagate::{PropagationError, PropagationReport};
 pub use ringbuf::EventReader;
 
 /// One uprobe to attach: a program at a file offset of a process's executable.
@@ -87,6 +92,8 @@ pub enum AttachError {
 pub struct Probes {
     ebpf: Ebpf,
     links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// Whether the propagation programs are loaded and attached.
+    propagation: bool,
 }
 
 impl Probes {
@@ -95,6 +102,7 @@ impl Probes {
         Ok(Self {
             ebpf: loader::load()?,
             links: HashMap::new(),
+            propagation: false,
         })
     }
 
@@ -162,13 +170,17 @@ impl Probes {
     /// Detaches every uprobe of `pid` and forgets its configuration and in-flight state.
     pub fn detach(&mut self, pid: u32) {
         if let Some(links) = self.links.remove(&pid) {
+            let mut owned = Vec::with_capacity(links.len());
             for (program, link) in links {
-                if let Ok(prog) = self.program(program) {
-                    if let Err(e) = prog.detach(link) {
-                        tracing::warn!("detaching {program} from pid {pid}: {e}");
-                    }
+                match self.program(program).map(|prog| prog.take_link(link)) {
+                    Ok(Ok(link)) => owned.push(link),
+                    Ok(Err(e)) => tracing::warn!("detaching {program} from pid {pid}: {e}"),
+                    Err(e) => tracing::warn!("detaching {program} from pid {pid}: {e}"),
                 }
             }
+            let started = std::time::Instant::now();
+            drop_concurrently(owned);
+            tracing::debug!("pid {pid}: uprobes closed in {:?}", started.elapsed());
         }
         if let Ok(mut targets) = self.targets() {
             let _ = targets.remove(&pid);
@@ -176,21 +188,41 @@ impl Probes {
         self.forget_inflight(pid);
     }
 
+    /// Removes every map entry that belongs to `pid`: a process that is gone must leave
+    /// nothing behind, and a new process that reuses its pid must not inherit anything.
     fn forget_inflight(&mut self, pid: u32) {
-        let Some(map) = self.ebpf.map_mut("HTTP_SERVER_INFLIGHT") else {
+        self.remove_keys::<GoroutineKey, HttpServerInflight>("HTTP_SERVER_INFLIGHT", |k, _| {
+            k.tgid == pid
+        });
+        self.remove_keys::<GoroutineKey, HttpClientInflight>("HTTP_CLIENT_INFLIGHT", |k, _| {
+            k.tgid == pid
+        });
+        self.remove_keys::<ContextKey, TraceIds>("CONTEXT_SPANS", |k, _| k.tgid == pid);
+        self.remove_keys::<GoidKey, TraceIds>("GOID_SPANS", |k, _| k.tgid == pid);
+        self.remove_keys::<ConnKey, PendingTraceparent>("PENDING_TRACEPARENT", |_, v| {
+            v.tgid == pid
+        });
+    }
+
+    fn remove_keys<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &str,
+        belongs: impl Fn(&K, &V) -> bool,
+    ) {
+        let Some(map) = self.ebpf.map_mut(name) else {
             return;
         };
-        let Ok(mut inflight) = BpfHashMap::<_, GoroutineKey, HttpServerInflight>::try_from(map)
-        else {
+        let Ok(mut map) = BpfHashMap::<_, K, V>::try_from(map) else {
             return;
         };
-        let stale: Vec<GoroutineKey> = inflight
-            .keys()
+        let stale: Vec<K> = map
+            .iter()
             .filter_map(Result::ok)
-            .filter(|k| k.tgid == pid)
+            .filter(|(k, v)| belongs(k, v))
+            .map(|(k, _)| k)
             .collect();
         for k in stale {
-            let _ = inflight.remove(&k);
+            let _ = map.remove(&k);
         }
     }
 
@@ -241,6 +273,24 @@ impl Probes {
             })
             .collect()
     }
+}
+
+/// Closes uprobe links from several threads. Each close waits on the kernel's uprobe
+/// unregistration (about 80-100 ms per probe here) and the kernel serialises most of it; in
+/// parallel the waits overlap somewhat: 19 probes took 1.6 s instead of 2.0 s (3 runs each).
+fn drop_concurrently(links: Vec<aya::programs::uprobe::UProbeLink>) {
+    const THREADS: usize = 32;
+    if links.len() <= 1 {
+        return;
+    }
+    let per_thread = links.len().div_ceil(THREADS);
+    let mut links = links;
+    std::thread::scope(|scope| {
+        while !links.is_empty() {
+            let chunk: Vec<_> = links.drain(..per_thread.min(links.len())).collect();
+            scope.spawn(move || drop(chunk));
+        }
+    });
 }
 
 impl Drop for Probes {

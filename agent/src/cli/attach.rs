@@ -10,7 +10,11 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::SignalKind,
+    sync::{mpsc, oneshot},
+};
 
 use crate::{
     attach::{AttachRequest, Probes},
@@ -52,9 +56,16 @@ pub struct AttachArgs {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
+    /// Write `traceparent` into outgoing HTTP/1 requests of the traced Go clients, so the
+    /// next service joins the trace (inserted on the network path; needs CAP_NET_ADMIN).
+    #[arg(long)]
+    pub propagate: bool,
 }
 
-fn build_exporters(args: &AttachArgs) -> Result<Vec<Box<dyn Exporter>>> {
+fn build_exporters(
+    args: &AttachArgs,
+    extra: Option<Box<dyn Exporter>>,
+) -> Result<Vec<Box<dyn Exporter>>> {
     let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
     let protocol = match &args.otlp_protocol {
         Some(p) => Some(OtlpProtocol::parse(p).context("unknown --otlp-protocol")?),
@@ -74,21 +85,38 @@ fn build_exporters(args: &AttachArgs) -> Result<Vec<Box<dyn Exporter>>> {
     if let Some(path) = &args.output_file {
         exporters.push(Box::new(FileExporter::create(path.clone())?));
     }
-    if args.console || exporters.is_empty() {
+    // The console is the default only when nothing else shows the spans: beside the `top`
+    // view it would print over the screen.
+    if args.console || (exporters.is_empty() && extra.is_none()) {
         exporters.push(Box::new(ConsoleExporter::stdout()));
     }
+    exporters.extend(extra);
     Ok(exporters)
 }
 
 /// Runs `spanhook attach`.
 pub async fn run(args: AttachArgs) -> Result<ExitCode> {
+    run_with(args, None, None).await
+}
+
+/// The run loop of `attach`, shared with `spanhook top`: `extra` is one more exporter fed by
+/// the same pipeline (the live view), and `stop` ends the run like a signal, with its message
+/// as the reason (the view's quit key). A dropped `stop` sender ends the run too.
+pub(crate) async fn run_with(
+    args: AttachArgs,
+    extra: Option<Box<dyn Exporter>>,
+    stop: Option<oneshot::Receiver<&'static str>>,
+) -> Result<ExitCode> {
     let table = OffsetTable::embedded();
     let unique: BTreeSet<u32> = args.pids.iter().copied().collect();
     let mut targets: Vec<PlannedTarget> = Vec::new();
     for pid in unique {
-        targets.push(plan::plan_pid(pid, &table)?);
+        let options = plan::PlanOptions {
+            propagate: args.propagate,
+        };
+        targets.push(plan::plan_pid(pid, &table, options)?);
     }
-    let exporters = build_exporters(&args)?;
+    let exporters = build_exporters(&args, extra)?;
     let exporter_names: Vec<String> = exporters.iter().map(|e| e.name()).collect();
 
     let mut probes = Probes::load()?;
@@ -140,7 +168,43 @@ pub async fn run(args: AttachArgs) -> Result<ExitCode> {
                 ),
             }
         }
-        assembler.add_process(resource);
+        let errors = crate::inspect::golang::types::TypeNames::new(&t.elf, t.go.version)
+            .zip(t.process.load_bias(&t.elf))
+            .map(|(names, bias)| {
+                Arc::new(crate::spans::errors::GoErrorTypes::new(
+                    t.elf.clone(),
+                    names,
+                    bias,
+                )) as Arc<dyn crate::spans::http::ErrorTypes>
+            });
+        if errors.is_none() {
+            tracing::debug!("pid {}: error types will not be named", t.process.pid);
+        }
+        assembler.add_process(resource, errors);
+    }
+    if args.propagate {
+        let pids: Vec<u32> = targets
+            .iter()
+            .filter(|t| t.plan.traces(plan::Capability::GoHttpPropagation))
+            .map(|t| t.process.pid)
+            .collect();
+        if pids.is_empty() {
+            tracing::warn!(
+                "--propagate: no traced process has a Go HTTP/1 client to propagate from"
+            );
+        } else {
+            let report = probes
+                .enable_propagation(&pids)
+                .context("--propagate was asked for but cannot work here")?;
+            tracing::info!(
+                "propagation on for pids {pids:?}: traceparent goes into outgoing HTTP/1 requests (sock_ops on {}, {} open connections adopted)",
+                report.cgroup.display(),
+                report.adopted
+            );
+            for p in report.problems {
+                tracing::warn!("propagation: cannot adopt open connections of {p}");
+            }
+        }
     }
     tracing::info!("exporting to {}", exporter_names.join(", "));
 
@@ -155,6 +219,13 @@ pub async fn run(args: AttachArgs) -> Result<ExitCode> {
         }
     };
     tokio::pin!(deadline);
+    let stop = async {
+        match stop {
+            Some(rx) => rx.await.unwrap_or("view closed"),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stop);
 
     let mut live: BTreeSet<u32> = targets.iter().map(|t| t.process.pid).collect();
     let mut stats = ReadStats::default();
@@ -165,6 +236,7 @@ pub async fn run(args: AttachArgs) -> Result<ExitCode> {
             _ = sigint.recv() => Some("interrupted"),
             _ = sigterm.recv() => Some("terminated"),
             _ = &mut deadline => Some("duration reached"),
+            reason = &mut stop => Some(reason),
             Some(pid) = exit_rx.recv() => { exited.push(pid); None }
         };
         while let Ok(pid) = exit_rx.try_recv() {
@@ -185,11 +257,13 @@ pub async fn run(args: AttachArgs) -> Result<ExitCode> {
             break "every traced process exited";
         }
     };
+    tracing::debug!("run loop ended: {reason}");
     drain(&mut reader, &assembler, &mut pipeline, &mut stats);
     for pid in live.iter().copied().collect::<Vec<_>>() {
         probes.detach(pid);
     }
     let dropped_queue = pipeline.dropped();
+    tracing::debug!("probes detached; flushing exporters");
     let out = pipeline.shutdown().await;
     let lost: Vec<String> = probes
         .counters()

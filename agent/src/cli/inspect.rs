@@ -113,7 +113,9 @@ fn build_report(elf: &ElfFile, path: PathBuf, pid: Option<u32>) -> Report {
         warnings: Vec::new(),
         problem: None,
     };
-    match plan_file(elf, &OffsetTable::embedded()) {
+    // Report what propagation would need too; `attach` enables it only with --propagate.
+    let options = crate::plan::PlanOptions { propagate: true };
+    match plan_file(elf, &OffsetTable::embedded(), options) {
         Ok((go, plan)) => {
             report.language = "go";
             report.go = Some(go_report(&go));

@@ -5,7 +5,7 @@
 
 use spanhook_common::{
     event::{read_plain, Plain},
-    EventHeader, EventKind, HttpServerEvent,
+    EventHeader, EventKind, HttpClientEvent, HttpServerEvent,
 };
 
 /// A decoded record.
@@ -13,6 +13,8 @@ use spanhook_common::{
 pub enum Event {
     /// A request handled by a Go `net/http` server.
     HttpServer(HttpServerEvent),
+    /// A request made by a Go `net/http` client.
+    HttpClient(HttpClientEvent),
 }
 
 impl Event {
@@ -20,6 +22,7 @@ impl Event {
     pub fn header(&self) -> &EventHeader {
         match self {
             Event::HttpServer(e) => &e.header,
+            Event::HttpClient(e) => &e.header,
         }
     }
 }
@@ -71,6 +74,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::from_raw(header.kind).ok_or(DecodeError::UnknownKind { kind: header.kind })?;
     match kind {
         EventKind::HttpServer => exact(kind, bytes).map(Event::HttpServer),
+        EventKind::HttpClient => exact(kind, bytes).map(Event::HttpClient),
     }
 }
 
@@ -120,7 +124,39 @@ pub(crate) mod tests {
         }
     }
 
-    fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
+    /// A plausible client event for tests.
+    pub fn client_event(method: &str, host: &str, path: &str, status: u16) -> HttpClientEvent {
+        HttpClientEvent {
+            header: EventHeader {
+                kind: EventKind::HttpClient as u16,
+                _pad: 0,
+                tgid: 4242,
+                start_ns: 1_100_000,
+                end_ns: 2_100_000,
+            },
+            trace: TraceIds {
+                trace_id: [7; 16],
+                span_id: [9; 8],
+                parent_span_id: [8; 8],
+                flags: 1,
+                origin: TraceIds::ORIGIN_GOROUTINE,
+                _pad: [0; 6],
+            },
+            goid: 17,
+            error_itab: 0,
+            status,
+            proto_major: 1,
+            proto_minor: 1,
+            propagated: 0,
+            _pad: [0; 3],
+            method: str_of(method),
+            scheme: str_of("http"),
+            host: str_of(host),
+            path: str_of(path),
+        }
+    }
+
+    pub(crate) fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain #[repr(C)] value.
         unsafe {
             std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
@@ -131,11 +167,30 @@ pub(crate) mod tests {
     #[test]
     fn decodes_a_server_event() {
         let ev = server_event("GET", "/hello", 200);
-        let Event::HttpServer(got) = decode(&bytes_of(&ev)).unwrap();
+        let Ok(Event::HttpServer(got)) = decode(&bytes_of(&ev)) else {
+            panic!("not a server event");
+        };
         assert_eq!(got.method.as_bytes(), b"GET");
         assert_eq!(got.path.as_bytes(), b"/hello");
         assert_eq!(got.status, 200);
         assert_eq!(got.header.tgid, 4242);
+    }
+
+    #[test]
+    fn decodes_a_client_event() {
+        let ev = client_event("POST", "api:8080", "/v1/x", 201);
+        let Ok(Event::HttpClient(got)) = decode(&bytes_of(&ev)) else {
+            panic!("not a client event");
+        };
+        assert_eq!(got.host.as_bytes(), b"api:8080");
+        assert_eq!(got.status, 201);
+        // A client record is not a server record, whatever their lengths.
+        let mut bytes = bytes_of(&ev);
+        bytes[0] = EventKind::HttpServer as u8;
+        assert!(matches!(
+            decode(&bytes),
+            Err(DecodeError::WrongLength { .. })
+        ));
     }
 
     #[test]

@@ -347,6 +347,15 @@ impl ElfFile {
         Some(seg.offset + (vaddr - seg.vaddr))
     }
 
+    /// The virtual address file offset `offset` is loaded at (the inverse of
+    /// [`ElfFile::vaddr_to_offset`]).
+    pub fn offset_to_vaddr(&self, offset: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|s| offset >= s.offset && offset - s.offset < s.filesz)
+            .map(|s| s.vaddr + (offset - s.offset))
+    }
+
     /// The `len` bytes loaded at `vaddr`, when they all come from one segment of the file.
     pub fn read_vaddr(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
         let seg = self.segment_of(vaddr)?;

@@ -69,6 +69,27 @@ impl Process {
         Ok(Self { pid, exe, exe_link })
     }
 
+    /// How far the process loaded its executable from the addresses the file was linked at:
+    /// 0 for a non-PIE program. Runtime addresses minus this are the file's addresses.
+    pub fn load_bias(&self, elf: &crate::inspect::elf::ElfFile) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let inode = std::fs::metadata(&self.exe_link).ok()?.ino();
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)).ok()?;
+        for line in maps.lines() {
+            // start-end perms offset dev inode path
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 6 || cols[4].parse::<u64>().ok()? != inode {
+                continue;
+            }
+            let start = u64::from_str_radix(cols[0].split('-').next()?, 16).ok()?;
+            let offset = u64::from_str_radix(cols[2], 16).ok()?;
+            let linked = elf.offset_to_vaddr(offset)?;
+            // Mappings start on a page; the segment may start mid-page.
+            return Some(start.wrapping_sub(linked & !0xfff));
+        }
+        None
+    }
+
     /// Whether the process still exists (and is not a zombie).
     pub fn alive(pid: u32) -> bool {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))

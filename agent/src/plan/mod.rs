@@ -9,5 +9,7 @@ pub mod target;
 
 pub use catalog::Capability;
 pub use offsets::{OffsetSource, OffsetTable};
-pub use resolve::{plan_go, CapabilityOutcome, CapabilityPlan, FieldOffset, GoPlan, PlanError};
+pub use resolve::{
+    plan_go, CapabilityOutcome, CapabilityPlan, FieldOffset, GoPlan, PlanError, PlanOptions,
+};
 pub use target::{plan_pid, PlannedTarget, TargetError};

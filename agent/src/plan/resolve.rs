@@ -90,6 +90,13 @@ impl GoPlan {
             .any(|c| matches!(c.outcome, CapabilityOutcome::Traced { .. }))
     }
 
+    /// Whether `capability` will be traced.
+    pub fn traces(&self, capability: Capability) -> bool {
+        self.capabilities.iter().any(|c| {
+            c.capability == capability && matches!(c.outcome, CapabilityOutcome::Traced { .. })
+        })
+    }
+
     /// The reasons nothing is traced, one per capability.
     pub fn reasons(&self) -> Vec<String> {
         self.capabilities
@@ -124,8 +131,20 @@ pub enum PlanError {
     Go(#[from] golang::GoError),
 }
 
+/// What the user asked for beyond the defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Write `traceparent` into outgoing requests (`--propagate`).
+    pub propagate: bool,
+}
+
 /// Plans the probes for a Go binary.
-pub fn plan_go(elf: &ElfFile, go: &GoBinary, table: &OffsetTable) -> Result<GoPlan, PlanError> {
+pub fn plan_go(
+    elf: &ElfFile,
+    go: &GoBinary,
+    table: &OffsetTable,
+    options: PlanOptions,
+) -> Result<GoPlan, PlanError> {
     let (arch, minimum) = match elf.arch() {
         Arch::X86_64 => ("amd64", GoVersion::new(1, 17, 0)),
         Arch::Aarch64 => ("arm64", GoVersion::new(1, 18, 0)),
@@ -153,6 +172,11 @@ pub fn plan_go(elf: &ElfFile, go: &GoBinary, table: &OffsetTable) -> Result<GoPl
     let mut capabilities = Vec::new();
     for probe in GO_PROBES {
         let outcome = (|| {
+            if probe.opt_in && !options.propagate {
+                return CapabilityOutcome::NotTraced {
+                    reason: "opt-in: pass --propagate to write traceparent into outgoing HTTP/1 requests".into(),
+                };
+            }
             let Some(func) = functions.get(probe.symbol) else {
                 return CapabilityOutcome::NotTraced {
                     reason: format!("{} is not in the binary (the program does not use this part of the library)", probe.symbol),

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{plan_go, GoPlan, OffsetTable, PlanError};
+use super::{plan_go, GoPlan, OffsetTable, PlanError, PlanOptions};
 use crate::inspect::{
     elf::{ElfError, ElfFile},
     golang::{self, GoBinary, GoError},
@@ -15,6 +15,8 @@ use crate::inspect::{
 pub struct PlannedTarget {
     /// The process.
     pub process: Process,
+    /// Its executable, kept open for naming error types later.
+    pub elf: std::sync::Arc<ElfFile>,
     /// What its Go binary says about itself.
     pub go: GoBinary,
     /// Where the probes go.
@@ -77,11 +79,15 @@ pub enum TargetError {
 }
 
 /// Inspects and plans a running process.
-pub fn plan_pid(pid: u32, table: &OffsetTable) -> Result<PlannedTarget, TargetError> {
+pub fn plan_pid(
+    pid: u32,
+    table: &OffsetTable,
+    options: PlanOptions,
+) -> Result<PlannedTarget, TargetError> {
     let process = Process::open(pid)?;
     let elf =
         ElfFile::open(&process.exe_link).map_err(|source| TargetError::Elf { pid, source })?;
-    let (go, plan) = plan_file(&elf, table).map_err(|e| match e {
+    let (go, plan) = plan_file(&elf, table, options).map_err(|e| match e {
         FileError::NotGo => TargetError::NotGo {
             pid,
             path: process.exe.clone(),
@@ -100,7 +106,12 @@ pub fn plan_pid(pid: u32, table: &OffsetTable) -> Result<PlannedTarget, TargetEr
             reasons: plan.reasons(),
         });
     }
-    Ok(PlannedTarget { process, go, plan })
+    Ok(PlannedTarget {
+        process,
+        elf: std::sync::Arc::new(elf),
+        go,
+        plan,
+    })
 }
 
 /// Why a file cannot be planned.
@@ -118,9 +129,13 @@ pub enum FileError {
 }
 
 /// Analyses and plans an opened Go binary.
-pub fn plan_file(elf: &ElfFile, table: &OffsetTable) -> Result<(GoBinary, GoPlan), FileError> {
+pub fn plan_file(
+    elf: &ElfFile,
+    table: &OffsetTable,
+    options: PlanOptions,
+) -> Result<(GoBinary, GoPlan), FileError> {
     let go = golang::analyze(elf)?.ok_or(FileError::NotGo)?;
-    let plan = plan_go(elf, &go, table)?;
+    let plan = plan_go(elf, &go, table, options)?;
     Ok((go, plan))
 }
 

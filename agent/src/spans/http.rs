@@ -6,7 +6,7 @@ use opentelemetry::{
     trace::{SpanId, SpanKind, Status, TraceId},
     KeyValue,
 };
-use spanhook_common::{HttpServerEvent, Str, TraceIds};
+use spanhook_common::{HttpClientEvent, HttpServerEvent, Str, TraceIds};
 
 use super::{Clock, ProcessResource, SpanRecord};
 
@@ -14,6 +14,12 @@ use super::{Clock, ProcessResource, SpanRecord};
 const KNOWN_METHODS: &[&str] = &[
     "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE",
 ];
+
+/// Names the dynamic type of a Go error from its itab address, for `error.type`.
+pub trait ErrorTypes: Send + Sync + std::fmt::Debug {
+    /// The type name (e.g. `*net.OpError`), if it can be found.
+    fn name(&self, itab: u64) -> Option<String>;
+}
 
 fn text<const N: usize>(s: &Str<N>) -> String {
     String::from_utf8_lossy(s.as_bytes()).into_owned()
@@ -43,6 +49,14 @@ pub fn route_from_pattern(pattern: &str) -> Option<String> {
     let pattern = pattern.trim();
     let path_start = pattern.find('/')?;
     Some(pattern[path_start..].to_string())
+}
+
+fn semconv_method(raw: &str) -> &str {
+    if KNOWN_METHODS.contains(&raw) {
+        raw
+    } else {
+        "_OTHER"
+    }
 }
 
 fn ids(trace: &TraceIds) -> (TraceId, SpanId, SpanId, bool) {
@@ -129,6 +143,77 @@ pub fn server_span(
         } else {
             Status::Unset
         },
+        resource,
+    }
+}
+
+/// The CLIENT span of one Go `net/http` round trip.
+pub fn client_span(
+    e: &HttpClientEvent,
+    clock: &Clock,
+    resource: Arc<ProcessResource>,
+    errors: Option<&dyn ErrorTypes>,
+) -> SpanRecord {
+    let raw_method = text(&e.method);
+    let method = semconv_method(&raw_method).to_string();
+    let scheme = text(&e.scheme);
+    let hostport = text(&e.host);
+    let path = text(&e.path);
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", method.clone()),
+        // The query is never read, so it cannot leak into url.full.
+        KeyValue::new("url.full", format!("{scheme}://{hostport}{path}")),
+    ];
+    if method == "_OTHER" {
+        attributes.push(KeyValue::new("http.request.method_original", raw_method));
+    }
+    let (host, port) = split_host_port(&hostport);
+    if !host.is_empty() {
+        attributes.push(KeyValue::new("server.address", host));
+    }
+    let port = port.or(match scheme.as_str() {
+        "https" => Some(443),
+        "http" => Some(80),
+        _ => None,
+    });
+    if let Some(port) = port {
+        attributes.push(KeyValue::new("server.port", port as i64));
+    }
+    let failed = e.error_itab != 0;
+    if !failed && e.status != 0 {
+        attributes.push(KeyValue::new("http.response.status_code", e.status as i64));
+        attributes.push(KeyValue::new("network.protocol.name", "http"));
+        attributes.push(KeyValue::new(
+            "network.protocol.version",
+            protocol_version(e.proto_major, e.proto_minor),
+        ));
+    }
+    // Client spans are errors for any failure to get a response and for 4xx and 5xx.
+    let status = if failed {
+        let kind = errors
+            .and_then(|names| names.name(e.error_itab))
+            .unwrap_or_else(|| "_OTHER".to_string());
+        attributes.push(KeyValue::new("error.type", kind));
+        Status::error("")
+    } else if e.status >= 400 {
+        attributes.push(KeyValue::new("error.type", e.status.to_string()));
+        Status::error("")
+    } else {
+        Status::Unset
+    };
+    let (trace_id, span_id, parent_span_id, _) = ids(&e.trace);
+    SpanRecord {
+        trace_id,
+        span_id,
+        parent_span_id,
+        parent_is_remote: false,
+        sampled: e.trace.flags & 1 == 1,
+        name: method,
+        kind: SpanKind::Client,
+        start: clock.wall(e.header.start_ns),
+        end: clock.wall(e.header.end_ns.max(e.header.start_ns)),
+        attributes,
+        status,
         resource,
     }
 }
@@ -227,6 +312,61 @@ mod tests {
         );
         assert!(s.parent_is_remote);
         assert!(!s.sampled);
+    }
+
+    #[derive(Debug)]
+    struct Names;
+    impl ErrorTypes for Names {
+        fn name(&self, itab: u64) -> Option<String> {
+            (itab == 0x1234).then(|| "*net.OpError".to_string())
+        }
+    }
+
+    #[test]
+    fn client_span_has_semconv_attributes_and_its_parent() {
+        let clock = Clock::with_offset_ns(0);
+        let e = crate::events::tests::client_event("GET", "backend:8081", "/items/7", 200);
+        let s = client_span(&e, &clock, resource(), None);
+        assert_eq!(s.name, "GET");
+        assert_eq!(s.kind, SpanKind::Client);
+        assert_eq!(
+            attr(&s, "url.full").as_deref(),
+            Some("http://backend:8081/items/7")
+        );
+        assert_eq!(attr(&s, "server.address").as_deref(), Some("backend"));
+        assert_eq!(
+            s.attribute("server.port"),
+            Some(&opentelemetry::Value::I64(8081))
+        );
+        assert_eq!(
+            s.attribute("http.response.status_code"),
+            Some(&opentelemetry::Value::I64(200))
+        );
+        assert_eq!(s.parent_span_id, SpanId::from_bytes([8; 8]));
+        assert!(!s.parent_is_remote);
+        assert_eq!(s.status, Status::Unset);
+    }
+
+    #[test]
+    fn failed_calls_and_error_statuses_are_errors() {
+        let clock = Clock::with_offset_ns(0);
+        let mut e = crate::events::tests::client_event("GET", "localhost", "/", 0);
+        e.error_itab = 0x1234;
+        let s = client_span(&e, &clock, resource(), Some(&Names));
+        assert!(matches!(s.status, Status::Error { .. }));
+        assert_eq!(attr(&s, "error.type").as_deref(), Some("*net.OpError"));
+        assert_eq!(s.attribute("http.response.status_code"), None);
+        assert_eq!(
+            s.attribute("server.port"),
+            Some(&opentelemetry::Value::I64(80))
+        );
+        e.error_itab = 0x9999;
+        let s = client_span(&e, &clock, resource(), Some(&Names));
+        assert_eq!(attr(&s, "error.type").as_deref(), Some("_OTHER"));
+        let e = crate::events::tests::client_event("DELETE", "h:1", "/x", 404);
+        let s = client_span(&e, &clock, resource(), None);
+        assert!(matches!(s.status, Status::Error { .. }));
+        assert_eq!(attr(&s, "error.type").as_deref(), Some("404"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! clock, names the span, and attaches attributes and the process's resource.
 
 pub mod clock;
+pub mod errors;
 pub mod http;
 pub mod resource;
 
@@ -64,11 +65,18 @@ impl SpanRecord {
     }
 }
 
+/// What the assembler knows about one traced process.
+#[derive(Debug)]
+struct Process {
+    resource: Arc<ProcessResource>,
+    errors: Option<Arc<dyn http::ErrorTypes>>,
+}
+
 /// Turns events into spans for a set of known processes.
 #[derive(Debug)]
 pub struct Assembler {
     clock: Clock,
-    resources: HashMap<u32, Arc<ProcessResource>>,
+    processes: HashMap<u32, Process>,
 }
 
 impl Assembler {
@@ -76,25 +84,34 @@ impl Assembler {
     pub fn new(clock: Clock) -> Self {
         Self {
             clock,
-            resources: HashMap::new(),
+            processes: HashMap::new(),
         }
     }
 
-    /// Registers the resource of a traced process.
-    pub fn add_process(&mut self, resource: Arc<ProcessResource>) {
-        self.resources.insert(resource.pid, resource);
+    /// Registers a traced process: its resource, and how to name its error types.
+    pub fn add_process(
+        &mut self,
+        resource: Arc<ProcessResource>,
+        errors: Option<Arc<dyn http::ErrorTypes>>,
+    ) {
+        self.processes
+            .insert(resource.pid, Process { resource, errors });
     }
 
     /// Forgets a process (after it exited and its last events were read).
     pub fn remove_process(&mut self, pid: u32) {
-        self.resources.remove(&pid);
+        self.processes.remove(&pid);
     }
 
     /// The span for `event`, or `None` when the event's process is not registered.
     pub fn span(&self, event: &Event) -> Option<SpanRecord> {
-        let resource = self.resources.get(&event.header().tgid)?.clone();
+        let process = self.processes.get(&event.header().tgid)?;
+        let resource = process.resource.clone();
         Some(match event {
             Event::HttpServer(e) => http::server_span(e, &self.clock, resource),
+            Event::HttpClient(e) => {
+                http::client_span(e, &self.clock, resource, process.errors.as_deref())
+            }
         })
     }
 }

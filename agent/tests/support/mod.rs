@@ -90,7 +90,7 @@ pub fn go_fixture(program: &str, go: &str, variant: &str) -> GoFixture {
 pub fn newest_go(program: &str) -> String {
     let mut versions: Vec<String> = go_fixtures()
         .into_iter()
-        .filter(|f| f.program == program && f.variant == "plain")
+        .filter(|f| f.program == program && f.arch == "amd64")
         .map(|f| f.go)
         .collect();
     versions.sort_by_key(|v| {
@@ -162,6 +162,24 @@ pub struct GoServer {
 }
 
 impl GoServer {
+    /// Starts any command that prints "listening on HOST:PORT" (e.g. the Python recorder).
+    pub fn start_command(mut cmd: Command) -> Self {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let stdout = Lines::collect(child.stdout.take().unwrap());
+        let line = stdout
+            .wait_for("listening on", Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{cmd:?} did not start listening"));
+        let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        GoServer {
+            child,
+            port,
+            stdout,
+        }
+    }
+
     /// Starts `binary` on a free loopback port.
     pub fn start(binary: &Path) -> Self {
         Self::start_with_env(binary, &[])

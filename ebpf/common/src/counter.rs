@@ -14,11 +14,16 @@ pub enum Counter {
     UserReadFailed = 3,
     /// An incoming `traceparent` header was present but malformed, so a new trace was started.
     TraceparentInvalid = 4,
+    /// A `traceparent` was written into an outgoing HTTP/1 request.
+    TraceparentInjected = 5,
+    /// A queued `traceparent` was not written: the request already had one, or the bytes were
+    /// not a complete HTTP/1 request head, or the entry was stale.
+    InjectionSkipped = 6,
 }
 
 impl Counter {
     /// Number of slots in the counters array.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 7;
     /// All counters, in slot order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::RingBufferFull,
@@ -26,6 +31,8 @@ impl Counter {
         Counter::ReturnWithoutEntry,
         Counter::UserReadFailed,
         Counter::TraceparentInvalid,
+        Counter::TraceparentInjected,
+        Counter::InjectionSkipped,
     ];
 
     /// A stable name for logs and metrics.
@@ -36,6 +43,8 @@ impl Counter {
             Counter::ReturnWithoutEntry => "return_without_entry",
             Counter::UserReadFailed => "user_read_failed",
             Counter::TraceparentInvalid => "traceparent_invalid",
+            Counter::TraceparentInjected => "traceparent_injected",
+            Counter::InjectionSkipped => "injection_skipped",
         }
     }
 }

@@ -9,6 +9,8 @@
 pub enum EventKind {
     /// [`HttpServerEvent`]: one request handled by a Go `net/http` server.
     HttpServer = 1,
+    /// [`HttpClientEvent`]: one request made by a Go `net/http` client.
+    HttpClient = 2,
 }
 
 impl EventKind {
@@ -16,6 +18,7 @@ impl EventKind {
     pub const fn from_raw(raw: u16) -> Option<Self> {
         match raw {
             1 => Some(EventKind::HttpServer),
+            2 => Some(EventKind::HttpClient),
             _ => None,
         }
     }
@@ -80,6 +83,12 @@ impl TraceIds {
     pub const ORIGIN_HEADER: u8 = 1;
     /// An incoming `traceparent` was present but malformed; a new trace was started.
     pub const ORIGIN_HEADER_INVALID: u8 = 2;
+    /// The parent was found through the request's `context.Context` chain.
+    pub const ORIGIN_CONTEXT: u8 = 3;
+    /// The parent is the server request running on the same goroutine.
+    pub const ORIGIN_GOROUTINE: u8 = 4;
+    /// The parent is the server request of the goroutine that started this one.
+    pub const ORIGIN_PARENT_GOROUTINE: u8 = 5;
 }
 
 /// A string copied from the target, truncated to `N` bytes.
@@ -146,15 +155,50 @@ pub struct HttpServerEvent {
     pub host: Str<128>,
     /// `Request.Pattern`: the ServeMux route that matched (Go 1.23+), else empty.
     pub route: Str<128>,
-    /// The peer's `ip:port`.
+    /// The peer's `ip:port` (`Request.RemoteAddr`).
     pub remote: Str<64>,
+}
+
+/// One request made by a Go `net/http` client (`Transport.roundTrip`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HttpClientEvent {
+    /// Kind [`EventKind::HttpClient`], process, start and end.
+    pub header: EventHeader,
+    /// The client span's trace context; the parent is the span that caused the call.
+    pub trace: TraceIds,
+    /// Goroutine id of the caller.
+    pub goid: u64,
+    /// When the call failed: the address of the error's itab (its dynamic type), else 0.
+    pub error_itab: u64,
+    /// `Response.StatusCode`, 0 without a response.
+    pub status: u16,
+    /// `Response.ProtoMajor`.
+    pub proto_major: u8,
+    /// `Response.ProtoMinor`.
+    pub proto_minor: u8,
+    /// 1 when a `traceparent` was queued for the wire (`--propagate`).
+    pub propagated: u8,
+    /// Explicit padding; always zero.
+    pub _pad: [u8; 3],
+    /// `Request.Method`.
+    pub method: Str<16>,
+    /// `Request.URL.Scheme`.
+    pub scheme: Str<16>,
+    /// `Request.URL.Host` (`host[:port]`).
+    pub host: Str<128>,
+    /// `Request.URL.Path` (the query is never read).
+    pub path: Str<256>,
 }
 
 // SAFETY: #[repr(C)], integers and byte arrays only, padding explicit.
 unsafe impl Plain for EventHeader {}
+// SAFETY: as above.
+unsafe impl Plain for HttpClientEvent {}
 // SAFETY: as above.
 unsafe impl Plain for HttpServerEvent {}
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 24);
 const _: () = assert!(core::mem::size_of::<TraceIds>() == 40);
 const _: () = assert!(core::mem::size_of::<HttpServerEvent>() == 696);
+const _: () = assert!(core::mem::size_of::<HttpClientEvent>() == 520);

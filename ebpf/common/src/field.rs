@@ -78,6 +78,41 @@ go_fields! {
     Http2ResponseWriterState = 16 => ("std", "net/http.http2responseWriter", "rws"),
     /// `net/http.http2responseWriterState.status` (int).
     Http2WriterStateStatus = 17 => ("std", "net/http.http2responseWriterState", "status"),
+    /// `runtime.g.parentGoid` (Go 1.21+): the goid of the goroutine that started this one.
+    GoroutineParentId = 18 => ("std", "runtime.g", "parentGoid"),
+    /// `net/url.URL.Scheme` (string).
+    UrlScheme = 19 => ("std", "net/url.URL", "Scheme"),
+    /// `net/url.URL.Host` (string).
+    UrlHost = 20 => ("std", "net/url.URL", "Host"),
+    /// `net/http.Response.StatusCode` (int).
+    ResponseStatusCode = 21 => ("std", "net/http.Response", "StatusCode"),
+    /// `net/http.Response.ProtoMajor` (int).
+    ResponseProtoMajor = 22 => ("std", "net/http.Response", "ProtoMajor"),
+    /// `net/http.Response.ProtoMinor` (int).
+    ResponseProtoMinor = 23 => ("std", "net/http.Response", "ProtoMinor"),
+    /// `net/http.persistConn.conn` (net.Conn): the connection a client request goes out on.
+    PersistConnConn = 24 => ("std", "net/http.persistConn", "conn"),
+    /// `net/http.persistConn.tlsState` (*tls.ConnectionState): non-nil for HTTPS.
+    PersistConnTlsState = 25 => ("std", "net/http.persistConn", "tlsState"),
+    /// `net.conn.fd` (*netFD), embedded first in `net.TCPConn`.
+    NetConnFd = 26 => ("std", "net.conn", "fd"),
+    /// `net.netFD.laddr` (net.Addr).
+    NetFdLocalAddr = 27 => ("std", "net.netFD", "laddr"),
+    /// `net.netFD.raddr` (net.Addr).
+    NetFdRemoteAddr = 28 => ("std", "net.netFD", "raddr"),
+    /// `net.TCPAddr.IP` ([]byte, 4 or 16 bytes).
+    TcpAddrIp = 29 => ("std", "net.TCPAddr", "IP"),
+    /// `net.TCPAddr.Port` (int).
+    TcpAddrPort = 30 => ("std", "net.TCPAddr", "Port"),
+    /// `net/http.Request.RemoteAddr` (string): the peer, for HTTP/1 and HTTP/2 alike.
+    RequestRemoteAddr = 31 => ("std", "net/http.Request", "RemoteAddr"),
+    /// `net/http.http2ResponseWriter.ResponseWriter` (Go 1.27+: the bundled HTTP/2 moved to
+    /// net/http/internal/http2, and net/http wraps its writer).
+    Http2ResponseWriterInner = 32 => ("std", "net/http.http2ResponseWriter", "ResponseWriter"),
+    /// `net/http/internal/http2.responseWriter.rws` (Go 1.27+).
+    Http2InternalWriterState = 33 => ("std", "net/http/internal/http2.responseWriter", "rws"),
+    /// `net/http/internal/http2.responseWriterState.status` (Go 1.27+).
+    Http2InternalStateStatus = 34 => ("std", "net/http/internal/http2.responseWriterState", "status"),
 }
 
 impl GoField {

@@ -14,10 +14,10 @@ pub mod key;
 pub mod target;
 
 pub use counter::Counter;
-pub use event::{EventHeader, EventKind, HttpServerEvent, Str, TraceIds};
+pub use event::{EventHeader, EventKind, HttpClientEvent, HttpServerEvent, Str, TraceIds};
 pub use field::{GoField, OFFSET_ABSENT};
-pub use inflight::HttpServerInflight;
-pub use key::GoroutineKey;
+pub use inflight::{HttpClientInflight, HttpServerInflight, PendingTraceparent};
+pub use key::{ConnKey, ContextKey, GoidKey, GoroutineKey};
 pub use target::TargetConfig;
 
 /// Marks types as plain old data for aya's user-space map API.
@@ -33,4 +33,14 @@ macro_rules! pod {
 }
 
 #[cfg(feature = "user")]
-pod!(TargetConfig, GoroutineKey, HttpServerInflight);
+pod!(
+    TargetConfig,
+    GoroutineKey,
+    ContextKey,
+    GoidKey,
+    ConnKey,
+    HttpServerInflight,
+    HttpClientInflight,
+    PendingTraceparent,
+    TraceIds,
+);

@@ -19,6 +19,8 @@ pub struct TargetConfig {
 impl TargetConfig {
     /// Read the incoming `traceparent` from the connection's read buffer (HTTP/1 servers).
     pub const FLAG_SERVER_TRACEPARENT: u32 = 1 << 0;
+    /// Outgoing HTTP/1 requests get a `traceparent` on the wire (opt-in `--propagate`).
+    pub const FLAG_PROPAGATE: u32 = 1 << 1;
 
     /// A configuration with every offset absent and no flags.
     pub const fn empty() -> Self {

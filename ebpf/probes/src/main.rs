@@ -9,6 +9,8 @@ mod emit;
 mod go;
 mod maps;
 mod read;
+mod scan;
+mod socket;
 mod traceparent;
 
 #[cfg(not(test))]

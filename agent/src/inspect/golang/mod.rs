@@ -7,6 +7,7 @@
 
 pub mod buildinfo;
 pub mod pclntab;
+pub mod types;
 pub mod version;
 
 use std::collections::HashMap;

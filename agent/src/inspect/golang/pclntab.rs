@@ -62,11 +62,11 @@ pub enum PclntabError {
 /// Magic of Go 1.2–1.15 tables.
 const MAGIC_GO12: u32 = 0xffff_fffb;
 /// Magic of Go 1.16–1.17 tables.
-const MAGIC_GO116: u32 = 0xffff_fffa;
+pub(crate) const MAGIC_GO116: u32 = 0xffff_fffa;
 /// Magic of Go 1.18–1.19 tables.
-const MAGIC_GO118: u32 = 0xffff_fff0;
+pub(crate) const MAGIC_GO118: u32 = 0xffff_fff0;
 /// Magic of Go 1.20+ tables.
-const MAGIC_GO120: u32 = 0xffff_fff1;
+pub(crate) const MAGIC_GO120: u32 = 0xffff_fff1;
 
 /// Size of the Go 1.16–1.17 header: magic, 4 bytes, 7 words.
 const HEADER_GO116: usize = 8 + 7 * 8;
@@ -466,7 +466,7 @@ fn locate(elf: &ElfFile) -> Vec<Located<'_>> {
 
 /// Addresses of the module data given by name: the `.go.module` section (Go 1.26+) and the
 /// `runtime.firstmoduledata` symbol.
-fn moduledata_by_name(elf: &ElfFile) -> Vec<u64> {
+pub(crate) fn moduledata_by_name(elf: &ElfFile) -> Vec<u64> {
     let mut out: Vec<u64> = elf
         .section_headers()
         .iter()

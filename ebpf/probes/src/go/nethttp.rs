@@ -11,14 +11,14 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use spanhook_common::{
-    Counter, EventHeader, EventKind, GoField, GoroutineKey, HttpServerEvent, HttpServerInflight,
-    TargetConfig, TraceIds,
+    ContextKey, Counter, EventHeader, EventKind, GoField, GoidKey, GoroutineKey, HttpServerEvent,
+    HttpServerInflight, TargetConfig, TraceIds,
 };
 
 use crate::{
     emit::{count, wakeup_flags},
-    go::abi,
-    maps::{EVENTS, HTTP_SERVER_INFLIGHT, TARGETS},
+    go::{abi, context},
+    maps::{CONTEXT_SPANS, EVENTS, GOID_SPANS, HTTP_SERVER_INFLIGHT, TARGETS},
     read,
     traceparent::{self, Incoming},
 };
@@ -29,7 +29,7 @@ const ARG_RESPONSE_DATA: usize = 2;
 const ARG_REQUEST: usize = 3;
 
 #[inline(always)]
-fn target(tgid: u32) -> Option<&'static TargetConfig> {
+pub fn target(tgid: u32) -> Option<&'static TargetConfig> {
     // SAFETY: the value is copied out before the map can change under us.
     unsafe { TARGETS.get(&tgid) }
 }
@@ -58,6 +58,7 @@ fn try_enter(ctx: &ProbeContext) -> Result<(), i32> {
         // SAFETY: plain helper call.
         start_ns: unsafe { bpf_ktime_get_ns() },
         trace: TraceIds::default(),
+        context: 0,
     };
     traceparent::new_root(&mut inflight.trace);
     if cfg.flags & TargetConfig::FLAG_SERVER_TRACEPARENT != 0
@@ -65,10 +66,43 @@ fn try_enter(ctx: &ProbeContext) -> Result<(), i32> {
     {
         incoming_context(cfg, inflight.response, &mut inflight.trace);
     }
+    // Make the span findable by calls made under this request's context or by goroutines
+    // the handler starts (see go/context.rs).
+    if let Some(ctx) = request_context(cfg, tgid, inflight.request) {
+        if CONTEXT_SPANS.insert(&ctx, &inflight.trace, 0).is_ok() {
+            inflight.context = ctx.ctx;
+        }
+    }
     if HTTP_SERVER_INFLIGHT.insert(&key, &inflight, 0).is_err() {
         count(Counter::InflightInsertFailed);
     }
+    if let Some(goid) = goid_key(cfg, tgid, key.g) {
+        let _ = GOID_SPANS.insert(&goid, &inflight.trace, 0);
+    }
     Ok(())
+}
+
+/// The key of a request's context (its data word), when the offset is known.
+#[inline(always)]
+fn request_context(cfg: &TargetConfig, tgid: u32, request: u64) -> Option<ContextKey> {
+    let off = cfg.offset(GoField::RequestCtx)?;
+    match context::context_data(request + off) {
+        0 => None,
+        ctx => Some(ContextKey { tgid, _pad: 0, ctx }),
+    }
+}
+
+/// The goid key of goroutine `g`, only on Go releases that record `parentGoid` (elsewhere
+/// nobody would look it up).
+#[inline(always)]
+fn goid_key(cfg: &TargetConfig, tgid: u32, g: u64) -> Option<GoidKey> {
+    cfg.offset(GoField::GoroutineParentId)?;
+    let goid = read::user::<u64>(g + cfg.offset(GoField::GoroutineId)?).ok()?;
+    Some(GoidKey {
+        tgid,
+        _pad: 0,
+        goid,
+    })
 }
 
 #[inline(always)]
@@ -133,6 +167,16 @@ fn try_return(ctx: &ProbeContext) -> Result<(), i32> {
         return Ok(());
     };
     let _ = HTTP_SERVER_INFLIGHT.remove(&key);
+    if inflight.context != 0 {
+        let _ = CONTEXT_SPANS.remove(&ContextKey {
+            tgid,
+            _pad: 0,
+            ctx: inflight.context,
+        });
+    }
+    if let Some(goid) = goid_key(cfg, tgid, g) {
+        let _ = GOID_SPANS.remove(&goid);
+    }
     let Some(mut entry) = EVENTS.reserve::<HttpServerEvent>(0) else {
         count(Counter::RingBufferFull);
         return Ok(());
@@ -150,7 +194,7 @@ fn try_return(ctx: &ProbeContext) -> Result<(), i32> {
     ev.trace = inflight.trace;
     ev._pad = [0; 3];
     fill_request(cfg, inflight.request, g, ev);
-    fill_response(cfg, inflight.response, ev);
+    fill_response(cfg, inflight.request, inflight.response, ev);
     entry.submit(wakeup_flags());
     Ok(())
 }
@@ -197,26 +241,40 @@ fn fill_request(cfg: &TargetConfig, req: u64, g: u64, ev: &mut HttpServerEvent) 
 }
 
 #[inline(always)]
-fn fill_response(cfg: &TargetConfig, resp: u64, ev: &mut HttpServerEvent) {
+fn fill_response(cfg: &TargetConfig, req: u64, resp: u64, ev: &mut HttpServerEvent) {
     ev.status = 0;
-    ev.remote.len = 0;
+    field_string(cfg, req, GoField::RequestRemoteAddr, &mut ev.remote);
     if ev.proto_major == 2 {
-        if let (Some(rws_off), Some(status_off)) = (
-            cfg.offset(GoField::Http2ResponseWriterState),
-            cfg.offset(GoField::Http2WriterStateStatus),
-        ) {
-            if let Ok(rws) = read::pointer(resp + rws_off) {
-                ev.status = read::user::<u64>(rws + status_off).unwrap_or(0) as u16;
-            }
-        }
+        ev.status = http2_status(cfg, resp) as u16;
         return;
     }
     if let Some(off) = cfg.offset(GoField::ResponseStatus) {
         ev.status = read::user::<u64>(resp + off).unwrap_or(0) as u16;
     }
-    if let Some(conn_off) = cfg.offset(GoField::ResponseConn) {
-        if let Ok(conn) = read::pointer(resp + conn_off) {
-            field_string(cfg, conn, GoField::ConnRemoteAddr, &mut ev.remote);
+}
+
+/// The status an HTTP/2 handler wrote, in the writer's state. From Go 1.27 net/http wraps the
+/// writer of net/http/internal/http2 in a struct holding one pointer; such a struct is stored
+/// in an interface as that pointer itself, so the data word is already the inner writer.
+#[inline(always)]
+fn http2_status(cfg: &TargetConfig, writer: u64) -> u64 {
+    if let (Some(_), Some(rws), Some(status)) = (
+        cfg.offset(GoField::Http2ResponseWriterInner),
+        cfg.offset(GoField::Http2InternalWriterState),
+        cfg.offset(GoField::Http2InternalStateStatus),
+    ) {
+        let Ok(state) = read::pointer(writer + rws) else {
+            return 0;
+        };
+        return read::user::<u64>(state + status).unwrap_or(0);
+    }
+    if let (Some(rws), Some(status)) = (
+        cfg.offset(GoField::Http2ResponseWriterState),
+        cfg.offset(GoField::Http2WriterStateStatus),
+    ) {
+        if let Ok(state) = read::pointer(writer + rws) {
+            return read::user::<u64>(state + status).unwrap_or(0);
         }
     }
+    0
 }

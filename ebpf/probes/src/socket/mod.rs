@@ -1,0 +1,3 @@
+//! Programs on sockets rather than on functions.
+
+pub mod propagate;
