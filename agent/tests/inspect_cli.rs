@@ -134,3 +134,70 @@ fn truncated_and_non_elf_files_are_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/binary"));
 }
+
+/// `go version -m` of `path`, run with the release that built it.
+fn go_version_m(go: &str, path: &std::path::Path) -> (String, Vec<(String, String)>) {
+    let out = std::process::Command::new("go")
+        .args(["version", "-m"])
+        .arg(path)
+        .env("GOTOOLCHAIN", format!("go{go}"))
+        .env("GOFLAGS", "-mod=mod")
+        .output()
+        .expect("go version -m");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let first = text.lines().next().unwrap();
+    let version = first
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .trim_start_matches("go")
+        .to_string();
+    let deps = text
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.trim().split('\t').collect();
+            (cols.first() == Some(&"dep")).then(|| (cols[1].to_string(), cols[2].to_string()))
+        })
+        .collect();
+    (version, deps)
+}
+
+#[test]
+fn go_release_and_modules_match_go_version_m() {
+    let picks: Vec<_> = go_fixtures()
+        .into_iter()
+        .filter(|f| f.arch == "amd64")
+        .filter(|f| {
+            f.program == "httpchain"
+                || (f.variant == "stripped"
+                    && ["1.17.13", "1.21.13", "1.27.4"].contains(&f.go.as_str()))
+        })
+        .collect();
+    assert!(
+        picks.iter().any(|f| f.program == "httpchain"),
+        "the fixture with dependencies must be built"
+    );
+    for f in picks {
+        let (code, v) = json(&f.path);
+        assert!(code == 0 || code == 3, "{}", f.label());
+        let (version, deps) = go_version_m(&f.go, &f.path);
+        assert_eq!(v["go"]["version"], version.as_str(), "{}", f.label());
+        let ours: Vec<(String, String)> = v["go"]["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["path"].as_str().unwrap().to_string(),
+                    m["version"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(ours, deps, "{}: modules", f.label());
+    }
+}

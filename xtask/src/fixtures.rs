@@ -243,7 +243,7 @@ fn build_one(
         f.file_name().hash(&mut hasher);
         fs::read(f)?.hash(&mut hasher);
     }
-    (release, variant.name(), 3u32).hash(&mut hasher);
+    (release, variant.name(), 4u32).hash(&mut hasher);
     let stamp_value = format!("{:016x}", hasher.finish());
     let stamp = out.with_extension("stamp");
     if out.is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(stamp_value.as_str()) {
@@ -289,6 +289,10 @@ fn build_one(
         .nth(1)
         .and_then(|m| m.parse().ok())
         .unwrap_or(0);
+    if minor >= 18 {
+        // Reproducible builds: no VCS stamp (Go 1.17 does not know the flag).
+        c.arg("-buildvcs=false");
+    }
     if minor >= 20 {
         c.arg(".");
     } else {

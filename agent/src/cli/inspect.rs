@@ -17,6 +17,7 @@ use crate::{
         process::Process,
     },
     plan::{
+        catalog::GO_PROBES,
         target::{plan_file, FileError},
         CapabilityOutcome, CapabilityPlan, FieldOffset, OffsetTable,
     },
@@ -46,6 +47,14 @@ struct GoReport {
     modules: Vec<Module>,
 }
 
+/// One uprobe `attach` would place; `opt_in` ones only with `--propagate`.
+#[derive(Serialize)]
+struct ProbeReport {
+    #[serde(flatten)]
+    site: UprobeSite,
+    opt_in: bool,
+}
+
 #[derive(Serialize)]
 struct Report {
     path: String,
@@ -58,7 +67,7 @@ struct Report {
     go: Option<GoReport>,
     capabilities: Vec<CapabilityPlan>,
     /// Every uprobe `attach` would place.
-    probes: Vec<UprobeSite>,
+    probes: Vec<ProbeReport>,
     offsets: Vec<FieldOffset>,
     warnings: Vec<String>,
     /// Why nothing can be traced, when that is the case for the whole binary.
@@ -120,7 +129,16 @@ fn build_report(elf: &ElfFile, path: PathBuf, pid: Option<u32>) -> Report {
             report.language = "go";
             report.go = Some(go_report(&go));
             report.capabilities = plan.capabilities;
-            report.probes = plan.sites;
+            report.probes = plan
+                .sites
+                .into_iter()
+                .map(|site| ProbeReport {
+                    opt_in: GO_PROBES
+                        .iter()
+                        .any(|p| p.opt_in && p.entry_program == site.program),
+                    site,
+                })
+                .collect();
             report.offsets = plan.offsets;
             report.warnings = plan.warnings;
         }
@@ -201,9 +219,13 @@ fn render(r: &Report) -> String {
                     entry_offset,
                     returns,
                 } => {
+                    let rets = match returns {
+                        0 => "entry only".to_string(),
+                        n => format!("{n} RET sites"),
+                    };
                     let _ = writeln!(
                         s,
-                        "  {:<14} traced      {symbol} at file offset {entry_offset:#x}, {returns} RET sites",
+                        "  {:<14} traced      {symbol} at file offset {entry_offset:#x}, {rets}",
                         c.capability.name()
                     );
                 }

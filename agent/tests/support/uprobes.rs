@@ -7,7 +7,8 @@ use std::{
     path::Path,
 };
 
-/// The file offsets `spanhook inspect --json` says it would probe in `binary`.
+/// The file offsets `spanhook inspect --json` says `attach` probes in `binary` by default
+/// (opt-in probes excluded).
 pub fn planned_offsets(binary: &Path) -> Vec<u64> {
     let out = super::run_spanhook(&["inspect", "--json", binary.to_str().unwrap()]);
     assert!(
@@ -20,6 +21,7 @@ pub fn planned_offsets(binary: &Path) -> Vec<u64> {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|p| p["opt_in"] == false)
         .map(|p| p["offset"].as_u64().unwrap())
         .collect()
 }
