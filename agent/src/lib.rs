@@ -14,3 +14,4 @@ pub mod export;
 pub mod inspect;
 pub mod plan;
 pub mod spans;
+pub mod tui;

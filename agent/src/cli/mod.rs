@@ -2,6 +2,7 @@
 
 pub mod attach;
 pub mod inspect;
+pub mod top;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,8 @@ enum Command {
     Attach(attach::AttachArgs),
     /// Show what spanhook can trace in a binary or a running process, and why not.
     Inspect(inspect::InspectArgs),
+    /// Trace running processes and watch their operations and traces live, like top.
+    Top(top::TopArgs),
 }
 
 /// Entry point of the binary.
@@ -31,6 +34,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Attach(args) => runtime().and_then(|rt| rt.block_on(attach::run(args))),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Top(args) => runtime().and_then(|rt| rt.block_on(top::run(args))),
     };
     match result {
         Ok(code) => code,

@@ -7,6 +7,7 @@
 
 pub mod collector;
 pub mod otlp;
+pub mod tmux;
 pub mod traffic;
 pub mod uprobes;
 
