@@ -26,10 +26,7 @@ use crate::{
         Exporter, Pipeline,
     },
     plan::{self, OffsetTable, PlannedTarget},
-    spans::{
-        resource::{parse_resource_attributes, Runtime},
-        Assembler, Clock, ProcessResource,
-    },
+    spans::{resource::parse_resource_attributes, Assembler, Clock, ProcessResource},
 };
 
 /// Spans held between the event reader and the exporters at most.
@@ -141,10 +138,7 @@ pub(crate) async fn run_with(
         probes.attach(&request)?;
         let resource = Arc::new(ProcessResource::from_proc(
             t.process.pid,
-            Some(Runtime {
-                name: "go",
-                version: format!("go{}", t.go.version),
-            }),
+            Some(t.language.runtime()),
             &extra,
         ));
         for c in &t.plan.capabilities {
@@ -154,11 +148,11 @@ pub(crate) async fn run_with(
                     entry_offset,
                     returns,
                 } => tracing::info!(
-                    "pid {} ({}, service {}, Go {}): {} traced at {symbol} (entry {entry_offset:#x}, {returns} RET sites)",
+                    "pid {} ({}, service {}, {}): {} traced at {symbol} (entry {entry_offset:#x}, {returns} RET sites)",
                     t.process.pid,
                     t.process.exe.display(),
                     resource.service_name,
-                    t.go.version,
+                    t.language.describe(),
                     c.capability.name(),
                 ),
                 plan::CapabilityOutcome::NotTraced { reason } => tracing::info!(
@@ -168,15 +162,7 @@ pub(crate) async fn run_with(
                 ),
             }
         }
-        let errors = crate::inspect::golang::types::TypeNames::new(&t.elf, t.go.version)
-            .zip(t.process.load_bias(&t.elf))
-            .map(|(names, bias)| {
-                Arc::new(crate::spans::errors::GoErrorTypes::new(
-                    t.elf.clone(),
-                    names,
-                    bias,
-                )) as Arc<dyn crate::spans::http::ErrorTypes>
-            });
+        let errors = t.error_types();
         if errors.is_none() {
             tracing::debug!("pid {}: error types will not be named", t.process.pid);
         }

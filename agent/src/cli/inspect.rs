@@ -19,7 +19,7 @@ use crate::{
     plan::{
         catalog::GO_PROBES,
         target::{plan_file, FileError},
-        CapabilityOutcome, CapabilityPlan, FieldOffset, OffsetTable,
+        CapabilityOutcome, CapabilityPlan, FieldOffset, Language, OffsetTable,
     },
 };
 
@@ -125,7 +125,7 @@ fn build_report(elf: &ElfFile, path: PathBuf, pid: Option<u32>) -> Report {
     // Report what propagation would need too; `attach` enables it only with --propagate.
     let options = crate::plan::PlanOptions { propagate: true };
     match plan_file(elf, &OffsetTable::embedded(), options) {
-        Ok((go, plan)) => {
+        Ok((Language::Go(go), plan)) => {
             report.language = "go";
             report.go = Some(go_report(&go));
             report.capabilities = plan.capabilities;
@@ -142,7 +142,7 @@ fn build_report(elf: &ElfFile, path: PathBuf, pid: Option<u32>) -> Report {
             report.offsets = plan.offsets;
             report.warnings = plan.warnings;
         }
-        Err(FileError::NotGo) => {
+        Err(FileError::NotSupported) => {
             report.problem = Some("not a Go program (no Go build information or function table); spanhook traces Go programs".into());
         }
         Err(e) => {

@@ -10,6 +10,6 @@ pub mod target;
 pub use catalog::Capability;
 pub use offsets::{OffsetSource, OffsetTable};
 pub use resolve::{
-    plan_go, CapabilityOutcome, CapabilityPlan, FieldOffset, GoPlan, PlanError, PlanOptions,
+    plan_go, CapabilityOutcome, CapabilityPlan, FieldOffset, PlanError, PlanOptions, TargetPlan,
 };
-pub use target::{plan_pid, PlannedTarget, TargetError};
+pub use target::{plan_pid, Language, PlannedTarget, TargetError};

@@ -65,24 +65,22 @@ pub struct CapabilityPlan {
     pub outcome: CapabilityOutcome,
 }
 
-/// Everything needed to attach to one Go binary.
-#[derive(Clone, Debug)]
-pub struct GoPlan {
-    /// The Go release that built it.
-    pub version: GoVersion,
+/// Everything needed to attach to one process, whatever its language.
+#[derive(Clone, Debug, Default)]
+pub struct TargetPlan {
     /// Configuration for the probes.
     pub config: TargetConfig,
     /// Uprobes to attach.
     pub sites: Vec<UprobeSite>,
     /// Per capability: traced or why not.
     pub capabilities: Vec<CapabilityPlan>,
-    /// Every known field offset and its source.
+    /// Every known struct-field offset and its source (Go).
     pub offsets: Vec<FieldOffset>,
     /// Things the user should know (e.g. a Go release newer than the offsets table).
     pub warnings: Vec<String>,
 }
 
-impl GoPlan {
+impl TargetPlan {
     /// Whether at least one capability will be traced.
     pub fn traces_anything(&self) -> bool {
         self.capabilities
@@ -144,7 +142,7 @@ pub fn plan_go(
     go: &GoBinary,
     table: &OffsetTable,
     options: PlanOptions,
-) -> Result<GoPlan, PlanError> {
+) -> Result<TargetPlan, PlanError> {
     let (arch, minimum) = match elf.arch() {
         Arch::X86_64 => ("amd64", GoVersion::new(1, 17, 0)),
         Arch::Aarch64 => ("arm64", GoVersion::new(1, 18, 0)),
@@ -254,8 +252,7 @@ pub fn plan_go(
             outcome,
         });
     }
-    Ok(GoPlan {
-        version: go.version,
+    Ok(TargetPlan {
         config,
         sites,
         capabilities,

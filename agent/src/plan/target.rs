@@ -1,26 +1,74 @@
 //! A running process → its plan, with one error type naming exactly why a process cannot be
 //! traced.
+//!
+//! [`plan_file`] is where each language's analysis and planner plug in: it recognises the
+//! binary and returns the language's facts with a language-neutral [`TargetPlan`].
 
-use std::path::{Path, PathBuf};
-
-use super::{plan_go, GoPlan, OffsetTable, PlanError, PlanOptions};
-use crate::inspect::{
-    elf::{ElfError, ElfFile},
-    golang::{self, GoBinary, GoError},
-    process::{Process, ProcessError},
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
 };
+
+use super::{plan_go, OffsetTable, PlanError, PlanOptions, TargetPlan};
+use crate::{
+    inspect::{
+        elf::{ElfError, ElfFile},
+        golang::{self, types::TypeNames, GoBinary, GoError},
+        process::{Process, ProcessError},
+    },
+    spans::{errors::GoErrorTypes, http::ErrorTypes, resource::Runtime},
+};
+
+/// What a binary is, as far as tracing goes.
+#[derive(Clone, Debug)]
+pub enum Language {
+    /// A Go program and what its build information says.
+    Go(GoBinary),
+}
+
+impl Language {
+    /// `process.runtime.*` of the resource.
+    pub fn runtime(&self) -> Runtime {
+        match self {
+            Language::Go(go) => Runtime {
+                name: "go",
+                version: format!("go{}", go.version),
+            },
+        }
+    }
+
+    /// A short description for logs ("Go 1.22.12").
+    pub fn describe(&self) -> String {
+        match self {
+            Language::Go(go) => format!("Go {}", go.version),
+        }
+    }
+}
 
 /// A process ready to attach to.
 #[derive(Debug)]
 pub struct PlannedTarget {
     /// The process.
     pub process: Process,
-    /// Its executable, kept open for naming error types later.
-    pub elf: std::sync::Arc<ElfFile>,
-    /// What its Go binary says about itself.
-    pub go: GoBinary,
+    /// Its executable, kept open for naming types later.
+    pub elf: Arc<ElfFile>,
+    /// What the binary is.
+    pub language: Language,
     /// Where the probes go.
-    pub plan: GoPlan,
+    pub plan: TargetPlan,
+}
+
+impl PlannedTarget {
+    /// Names the dynamic types of errors the program returns, when its binary allows.
+    pub fn error_types(&self) -> Option<Arc<dyn ErrorTypes>> {
+        match &self.language {
+            Language::Go(go) => {
+                let names = TypeNames::new(&self.elf, go.version)?;
+                let bias = self.process.load_bias(&self.elf)?;
+                Some(Arc::new(GoErrorTypes::new(self.elf.clone(), names, bias)))
+            }
+        }
+    }
 }
 
 /// Why a process cannot be traced.
@@ -38,9 +86,9 @@ pub enum TargetError {
         #[source]
         source: ElfError,
     },
-    /// The executable is not a Go program.
+    /// The executable is not a kind of program spanhook traces.
     #[error("pid {pid} ({path}) is not a Go program (no Go build information or function table); spanhook traces Go programs")]
-    NotGo {
+    NotSupported {
         /// The pid.
         pid: u32,
         /// Its executable.
@@ -87,8 +135,8 @@ pub fn plan_pid(
     let process = Process::open(pid)?;
     let elf =
         ElfFile::open(&process.exe_link).map_err(|source| TargetError::Elf { pid, source })?;
-    let (go, plan) = plan_file(&elf, table, options).map_err(|e| match e {
-        FileError::NotGo => TargetError::NotGo {
+    let (language, plan) = plan_file(&elf, table, options).map_err(|e| match e {
+        FileError::NotSupported => TargetError::NotSupported {
             pid,
             path: process.exe.clone(),
         },
@@ -108,8 +156,8 @@ pub fn plan_pid(
     }
     Ok(PlannedTarget {
         process,
-        elf: std::sync::Arc::new(elf),
-        go,
+        elf: Arc::new(elf),
+        language,
         plan,
     })
 }
@@ -117,9 +165,9 @@ pub fn plan_pid(
 /// Why a file cannot be planned.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    /// Not a Go binary.
+    /// Not a kind of program spanhook traces.
     #[error("not a Go program")]
-    NotGo,
+    NotSupported,
     /// Go's tables are unreadable.
     #[error(transparent)]
     Go(#[from] GoError),
@@ -128,15 +176,17 @@ pub enum FileError {
     Plan(#[from] PlanError),
 }
 
-/// Analyses and plans an opened Go binary.
+/// Recognises an opened binary and plans its probes.
 pub fn plan_file(
     elf: &ElfFile,
     table: &OffsetTable,
     options: PlanOptions,
-) -> Result<(GoBinary, GoPlan), FileError> {
-    let go = golang::analyze(elf)?.ok_or(FileError::NotGo)?;
-    let plan = plan_go(elf, &go, table, options)?;
-    Ok((go, plan))
+) -> Result<(Language, TargetPlan), FileError> {
+    if let Some(go) = golang::analyze(elf)? {
+        let plan = plan_go(elf, &go, table, options)?;
+        return Ok((Language::Go(go), plan));
+    }
+    Err(FileError::NotSupported)
 }
 
 /// Opens a binary by path (for `inspect PATH`).

@@ -1,6 +1,7 @@
 //! Counters the probes keep in a per-CPU array so user space can report what was lost.
 
-/// One slot of the per-CPU `COUNTERS` array.
+/// One slot of the per-CPU `COUNTERS` array. Numbers are stable and grouped by capability
+/// (0–9 shared and Go HTTP, 10–19 Go gRPC, 20–29 Rust, 30–39 socket level); gaps are fine.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
@@ -22,10 +23,10 @@ pub enum Counter {
 }
 
 impl Counter {
-    /// Number of slots in the counters array.
-    pub const COUNT: u32 = 7;
+    /// Number of slots in the counters array (room for every group above).
+    pub const COUNT: u32 = 64;
     /// All counters, in slot order.
-    pub const ALL: [Counter; Self::COUNT as usize] = [
+    pub const ALL: &'static [Counter] = &[
         Counter::RingBufferFull,
         Counter::InflightInsertFailed,
         Counter::ReturnWithoutEntry,

@@ -3,7 +3,8 @@
 //! Each record starts with an [`EventHeader`] whose `kind` says which struct follows; user
 //! space checks the kind and the record length before it reads anything else.
 
-/// Which struct a ring-buffer record holds.
+/// Which struct a ring-buffer record holds. Values are stable and grouped by capability:
+/// 1–9 Go HTTP, 10–19 Go gRPC, 20–29 Rust, 30–39 socket level.
 #[repr(u16)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {

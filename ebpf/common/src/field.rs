@@ -2,7 +2,8 @@
 //!
 //! User space resolves each slot for a target (from DWARF or the generated table) and stores
 //! the result in that target's [`TargetConfig`](crate::TargetConfig); the probes index the
-//! array by these slots. Slots are append-only so that numbering never changes meaning.
+//! array by these slots. Slots are append-only so that numbering never changes meaning; 35 and
+//! up are for grpc-go.
 
 /// Offset value meaning "this field does not exist in this target's version".
 pub const OFFSET_ABSENT: u16 = u16::MAX;

@@ -17,6 +17,8 @@ pub struct TargetConfig {
 }
 
 impl TargetConfig {
+    // Flag bits by capability: 0–7 Go HTTP, 8–15 Go gRPC, 16–23 Rust, 24–31 socket level.
+
     /// Read the incoming `traceparent` from the connection's read buffer (HTTP/1 servers).
     pub const FLAG_SERVER_TRACEPARENT: u32 = 1 << 0;
     /// Outgoing HTTP/1 requests get a `traceparent` on the wire (opt-in `--propagate`).
