@@ -13,5 +13,6 @@ pub mod events;
 pub mod export;
 pub mod inspect;
 pub mod plan;
+pub mod reassembly;
 pub mod spans;
 pub mod tui;

@@ -39,7 +39,10 @@ fn a_program_that_is_not_go_is_refused() {
     let _ = sleep.wait();
     assert!(!out.status.success());
     let err = stderr_of(&out);
-    assert!(err.contains("is not a Go program"), "{err}");
+    assert!(
+        err.contains("is neither a Go program") && err.contains("nor a Rust program"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -126,31 +126,87 @@ pub fn build(tools: &Tools, args: &Args) -> Result<Vec<Built>> {
             .collect::<Result<_>>()?
     };
     let src_root = crate::root().join("fixtures/go");
-    let mut programs: Vec<String> = fs::read_dir(&src_root)
+    let mut dirs: Vec<String> = fs::read_dir(&src_root)
         .with_context(|| format!("reading {}", src_root.display()))?
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("go.mod").is_file())
+        .filter(|e| e.path().join("go.mod").is_file() || e.path().join("modules").is_dir())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|p| args.program.is_empty() || args.program.contains(p))
         .collect();
-    programs.sort();
+    dirs.sort();
     let mut built = Vec::new();
-    for program in &programs {
-        let matrix = Matrix::read(&src_root.join(program))?;
-        for release in releases.iter().filter(|r| matrix.wants_release(r)) {
-            for &variant in variants.iter().filter(|v| matrix.wants_variant(**v)) {
-                let path = build_one(tools, &src_root.join(program), program, release, variant)?;
-                built.push(Built {
-                    program: program.clone(),
-                    go: release.clone(),
-                    variant,
-                    path,
-                });
+    for dir in &dirs {
+        let matrix = Matrix::read(&src_root.join(dir))?;
+        for (program, source) in units(&src_root.join(dir), dir)? {
+            if !(args.program.is_empty()
+                || args.program.contains(dir)
+                || args.program.contains(&program))
+            {
+                continue;
+            }
+            for release in releases.iter().filter(|r| matrix.wants_release(r)) {
+                for &variant in variants.iter().filter(|v| matrix.wants_variant(**v)) {
+                    let path = build_one(tools, &source, &program, release, variant)?;
+                    built.push(Built {
+                        program: program.clone(),
+                        go: release.clone(),
+                        variant,
+                        path,
+                    });
+                }
             }
         }
     }
     write_manifest(&built)?;
     Ok(built)
+}
+
+/// The programs a fixture directory yields, with the directory to build each from. A directory
+/// with `modules/NAME.mod` (and `NAME.sum`) files is built once per module set — e.g. one
+/// program per grpc-go release — from a copy of its sources staged under target/.
+fn units(dir: &Path, name: &str) -> Result<Vec<(String, PathBuf)>> {
+    let modules = dir.join("modules");
+    if !modules.is_dir() {
+        return Ok(vec![(name.to_string(), dir.to_path_buf())]);
+    }
+    let mut sets: Vec<String> = fs::read_dir(&modules)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".mod")
+                .map(str::to_string)
+        })
+        .collect();
+    sets.sort();
+    let mut out = Vec::new();
+    for set in sets {
+        let program = format!("{name}-{set}");
+        let staged = out_dir().join("src").join(&program);
+        fs::create_dir_all(&staged)?;
+        for f in sources(dir)? {
+            let file_name = f.file_name().unwrap().to_owned();
+            if f.extension().is_some_and(|e| e == "go") {
+                write_if_changed(&staged.join(file_name), &fs::read(&f)?)?;
+            }
+        }
+        write_if_changed(
+            &staged.join("go.mod"),
+            &fs::read(modules.join(format!("{set}.mod")))?,
+        )?;
+        let sum = modules.join(format!("{set}.sum"));
+        if sum.is_file() {
+            write_if_changed(&staged.join("go.sum"), &fs::read(sum)?)?;
+        }
+        out.push((program, staged));
+    }
+    Ok(out)
+}
+
+fn write_if_changed(path: &Path, data: &[u8]) -> Result<()> {
+    if fs::read(path).ok().as_deref() != Some(data) {
+        fs::write(path, data)?;
+    }
+    Ok(())
 }
 
 /// A fixture's own limits on the matrix, from an optional `matrix` file beside its source:

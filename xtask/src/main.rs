@@ -3,14 +3,19 @@
 //! Every command installs what it needs first (`setup`), so a fresh machine goes from a
 //! clean clone to a demo or a full test run with one command.
 
+mod bench;
 mod cmd;
 mod collector;
 mod demo;
 mod fixtures;
+mod fixtures_native;
+mod fixtures_rust;
+mod fuzz;
 mod go;
 mod offsets;
 mod setup;
 mod test;
+mod thirdparty;
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +41,10 @@ enum Command {
     Test(test::Args),
     /// Trace a small Go service live and print its spans.
     Demo(demo::Args),
+    /// Fuzz every parser for a bounded time (or --runs executions) from real-build seeds.
+    Fuzz(fuzz::Args),
+    /// Measure overhead against a bare uprobe, OBI and otelhttp; write BENCHMARKS.md.
+    Bench(bench::Args),
 }
 
 fn main() -> Result<()> {
@@ -44,7 +53,9 @@ fn main() -> Result<()> {
         Command::Setup => setup::run().map(|_| ()),
         Command::Fixtures(args) => {
             let tools = setup::run()?;
-            fixtures::build(&tools, &args).map(|_| ())
+            fixtures::build(&tools, &args)?;
+            fixtures_native::build()?;
+            fixtures_rust::build().map(|_| ())
         }
         Command::Offsets(args) => {
             let tools = setup::run()?;
@@ -52,6 +63,8 @@ fn main() -> Result<()> {
         }
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     }
 }
 

@@ -26,7 +26,12 @@ pub struct Tools {
 pub fn run() -> Result<Tools> {
     let llvm_major = nightly_with_rust_src()?;
     bpf_linker(llvm_major)?;
-    apt_tools(&[("bpftool", "bpftool"), ("curl", "curl"), ("tmux", "tmux")])?;
+    apt_tools(&[
+        ("bpftool", "bpftool"),
+        ("curl", "curl"),
+        ("tmux", "tmux"),
+        ("wrk", "wrk"),
+    ])?;
     let go = go::ensure()?;
     Ok(Tools { go })
 }

@@ -35,16 +35,19 @@ pub fn run(args: &Args) -> Result<()> {
             ..Default::default()
         },
     )?;
-    // The committed offsets table must be what the generator makes from these builds.
-    crate::offsets::run(&tools, &crate::offsets::Args { check: true })?;
+    crate::fixtures_rust::build()?;
+    crate::fixtures_native::build()?;
     let otelcol = collector::ensure(&tools)?;
+    let grpcurl = crate::thirdparty::grpcurl(&tools)?;
     let mut test = Command::new("cargo");
     test.current_dir(crate::root())
-        .args(["test", "--locked"])
+        .args(["test", "--locked", "--no-fail-fast"])
         .env("SPANHOOK_FIXTURES", fixtures::out_dir())
-        .env("SPANHOOK_OTELCOL", &otelcol);
+        .env("SPANHOOK_OTELCOL", &otelcol)
+        .env("SPANHOOK_GRPCURL", &grpcurl);
     if !args.cargo_args.is_empty() {
         test.args(&args.cargo_args);
     }
-    cmd::run(&mut test)
+    cmd::run(&mut test)?;
+    crate::fuzz::bounded(crate::fuzz::TEST_SECONDS)
 }

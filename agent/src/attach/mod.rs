@@ -6,9 +6,11 @@
 //! against a process it has no configuration for.
 
 pub mod features;
+pub mod kernel_layout;
 pub mod loader;
 pub mod propagate;
 pub mod ringbuf;
+pub mod socket;
 
 use std::{collections::HashMap, num::NonZeroU32, path::PathBuf};
 
@@ -25,6 +27,7 @@ use spanhook_common::{
 pub use loader::LoadError;
 pub use propagate::{PropagationError, PropagationReport};
 pub use ringbuf::EventReader;
+pub use socket::SocketCaptureError;
 
 /// One uprobe to attach: a program at a file offset of a process's executable.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -35,6 +38,10 @@ pub struct UprobeSite {
     pub offset: u64,
     /// Symbol and role, for messages ("net/http.serverHandler.ServeHTTP+0x1f2 (return)").
     pub label: String,
+    /// The file the offset refers to when it is not the executable (a shared library the
+    /// process maps, e.g. libssl), as a path that opens it from here (`/proc/PID/root/…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binary: Option<PathBuf>,
 }
 
 /// What to attach for one process.
@@ -141,14 +148,15 @@ impl Probes {
         let mut done: Vec<(&'static str, UProbeLinkId)> = Vec::new();
         for site in &req.sites {
             let result = self.program(site.program).and_then(|prog| {
+                let binary = site.binary.as_ref().unwrap_or(&req.binary);
                 prog.attach(
                     site.offset,
-                    &req.binary,
+                    binary,
                     aya::programs::uprobe::UProbeScope::OneProcess(pid),
                 )
                 .map_err(|source| AttachError::Uprobe {
                     pid: req.pid,
-                    binary: req.binary.clone(),
+                    binary: binary.clone(),
                     label: site.label.clone(),
                     offset: site.offset,
                     source: Box::new(source),
@@ -186,6 +194,7 @@ impl Probes {
             let _ = targets.remove(&pid);
         }
         self.forget_inflight(pid);
+        self.forget_socket_state(pid);
     }
 
     /// Removes every map entry that belongs to `pid`: a process that is gone must leave

@@ -57,6 +57,11 @@ pub struct AttachArgs {
     /// next service joins the trace (inserted on the network path; needs CAP_NET_ADMIN).
     #[arg(long)]
     pub propagate: bool,
+    /// How to trace HTTP: `symbols` (uprobes on the program's own functions), `sockets`
+    /// (its TCP socket system calls and libssl, for any language), or `auto` — symbols when
+    /// the binary allows them, sockets otherwise.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub capture: plan::CaptureMode,
 }
 
 fn build_exporters(
@@ -110,6 +115,7 @@ pub(crate) async fn run_with(
     for pid in unique {
         let options = plan::PlanOptions {
             propagate: args.propagate,
+            capture: args.capture,
         };
         targets.push(plan::plan_pid(pid, &table, options)?);
     }
@@ -160,6 +166,14 @@ pub(crate) async fn run_with(
                     t.process.pid,
                     c.capability.name()
                 ),
+                plan::CapabilityOutcome::Sockets { via, reason } => tracing::info!(
+                    "pid {} ({}, service {}, {}): {} traced at socket level by {via}; why: {reason}",
+                    t.process.pid,
+                    t.process.exe.display(),
+                    resource.service_name,
+                    t.language.describe(),
+                    c.capability.name(),
+                ),
             }
         }
         let errors = t.error_types();
@@ -171,19 +185,23 @@ pub(crate) async fn run_with(
     if args.propagate {
         let pids: Vec<u32> = targets
             .iter()
-            .filter(|t| t.plan.traces(plan::Capability::GoHttpPropagation))
+            .filter(|t| {
+                t.plan.traces(plan::Capability::GoHttpPropagation)
+                    || t.plan.traces(plan::Capability::GoGrpcPropagation)
+                    || t.plan.traces(plan::Capability::RustHttpPropagation)
+            })
             .map(|t| t.process.pid)
             .collect();
         if pids.is_empty() {
             tracing::warn!(
-                "--propagate: no traced process has a Go HTTP/1 client to propagate from"
+                "--propagate: no traced process has a Go or Rust HTTP/1 client or a grpc-go client to propagate from"
             );
         } else {
             let report = probes
                 .enable_propagation(&pids)
                 .context("--propagate was asked for but cannot work here")?;
             tracing::info!(
-                "propagation on for pids {pids:?}: traceparent goes into outgoing HTTP/1 requests (sock_ops on {}, {} open connections adopted)",
+                "propagation on for pids {pids:?}: traceparent goes into outgoing HTTP/1 requests and gRPC HEADERS frames (sock_ops on {}, {} open connections adopted)",
                 report.cgroup.display(),
                 report.adopted
             );
@@ -192,6 +210,7 @@ pub(crate) async fn run_with(
             }
         }
     }
+    let mut sockets = super::sockets::SocketTracing::start(&mut probes, &targets)?;
     tracing::info!("exporting to {}", exporter_names.join(", "));
 
     let mut reader = probes.event_reader()?;
@@ -219,6 +238,7 @@ pub(crate) async fn run_with(
         let mut exited = Vec::new();
         let stop = tokio::select! {
             _ = reader.ready() => None,
+            _ = sockets.ready() => None,
             _ = sigint.recv() => Some("interrupted"),
             _ = sigterm.recv() => Some("terminated"),
             _ = &mut deadline => Some("duration reached"),
@@ -229,11 +249,13 @@ pub(crate) async fn run_with(
             exited.push(pid);
         }
         drain(&mut reader, &assembler, &mut pipeline, &mut stats);
+        sockets.drain(&mut probes, &assembler, &mut pipeline);
         for pid in exited {
             if live.remove(&pid) {
                 tracing::info!("pid {pid} exited; its probes are detached");
                 probes.detach(pid);
                 assembler.remove_process(pid);
+                sockets.remove_process(pid);
             }
         }
         if let Some(reason) = stop {
@@ -245,6 +267,8 @@ pub(crate) async fn run_with(
     };
     tracing::debug!("run loop ended: {reason}");
     drain(&mut reader, &assembler, &mut pipeline, &mut stats);
+    sockets.drain(&mut probes, &assembler, &mut pipeline);
+    sockets.report();
     for pid in live.iter().copied().collect::<Vec<_>>() {
         probes.detach(pid);
     }

@@ -38,7 +38,35 @@ pub struct InspectArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Which path to report for HTTP: symbol-level probes, socket-level capture, or the
+    /// better of the two as `attach` chooses.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub capture: crate::plan::CaptureMode,
 }
+
+/// What `inspect` says about a Rust binary.
+#[derive(Serialize)]
+struct RustReport {
+    rustc: Option<String>,
+    mangling: &'static str,
+    functions: usize,
+    crates: Vec<crate::inspect::rust::CrateVersion>,
+    /// For each part of each capability: the function chosen, and why better ones were not.
+    candidates: Vec<crate::plan::rust::PartChoice>,
+}
+
+/// Crates `inspect` lists in its text output (the JSON lists every crate).
+const RUST_CRATES_SHOWN: &[&str] = &[
+    "hyper",
+    "hyper-util",
+    "h2",
+    "tonic",
+    "axum",
+    "reqwest",
+    "tokio",
+    "warp",
+    "actix-web",
+];
 
 #[derive(Serialize)]
 struct GoReport {
@@ -65,6 +93,7 @@ struct Report {
     stripped: bool,
     dwarf: bool,
     go: Option<GoReport>,
+    rust: Option<RustReport>,
     capabilities: Vec<CapabilityPlan>,
     /// Every uprobe `attach` would place.
     probes: Vec<ProbeReport>,
@@ -86,7 +115,7 @@ pub fn run(args: &InspectArgs) -> Result<ExitCode> {
     };
     let elf =
         ElfFile::open(&open_path).with_context(|| format!("cannot inspect {}", path.display()))?;
-    let report = build_report(&elf, path, pid);
+    let report = build_report(&elf, path, pid, args.capture);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -95,7 +124,7 @@ pub fn run(args: &InspectArgs) -> Result<ExitCode> {
     let traced = report
         .capabilities
         .iter()
-        .any(|c| matches!(c.outcome, CapabilityOutcome::Traced { .. }));
+        .any(|c| !matches!(c.outcome, CapabilityOutcome::NotTraced { .. }));
     Ok(if traced {
         ExitCode::SUCCESS
     } else {
@@ -103,7 +132,12 @@ pub fn run(args: &InspectArgs) -> Result<ExitCode> {
     })
 }
 
-fn build_report(elf: &ElfFile, path: PathBuf, pid: Option<u32>) -> Report {
+fn build_report(
+    elf: &ElfFile,
+    path: PathBuf,
+    pid: Option<u32>,
+    capture: crate::plan::CaptureMode,
+) -> Report {
     let mut report = Report {
         path: path.display().to_string(),
         pid,
@@ -116,6 +150,7 @@ fn build_report(elf: &ElfFile, path: PathBuf, pid: Option<u32>) -> Report {
         stripped: !elf.has_symtab(),
         dwarf: elf.has_dwarf(),
         go: None,
+        rust: None,
         capabilities: Vec::new(),
         probes: Vec::new(),
         offsets: Vec::new(),
@@ -123,8 +158,35 @@ fn build_report(elf: &ElfFile, path: PathBuf, pid: Option<u32>) -> Report {
         problem: None,
     };
     // Report what propagation would need too; `attach` enables it only with --propagate.
-    let options = crate::plan::PlanOptions { propagate: true };
-    match plan_file(elf, &OffsetTable::embedded(), options) {
+    let options = crate::plan::PlanOptions {
+        propagate: true,
+        capture,
+    };
+    let planned = plan_file(elf, &OffsetTable::embedded(), options).map(|(language, mut plan)| {
+        if let Some(pid) = pid {
+            crate::plan::socket::for_process(pid, &mut plan);
+        }
+        (language, plan)
+    });
+    match planned {
+        Ok((Language::Native(native), plan)) => {
+            report.language = match native.kind {
+                crate::inspect::native::NativeKind::Python { .. } => "python",
+                crate::inspect::native::NativeKind::Rust => "rust",
+                crate::inspect::native::NativeKind::Cpp => "c++",
+                crate::inspect::native::NativeKind::Other => "other",
+            };
+            report.capabilities = plan.capabilities;
+            report.probes = plan
+                .sites
+                .into_iter()
+                .map(|site| ProbeReport {
+                    opt_in: false,
+                    site,
+                })
+                .collect();
+            report.warnings = plan.warnings;
+        }
         Ok((Language::Go(go), plan)) => {
             report.language = "go";
             report.go = Some(go_report(&go));
@@ -133,17 +195,57 @@ fn build_report(elf: &ElfFile, path: PathBuf, pid: Option<u32>) -> Report {
                 .sites
                 .into_iter()
                 .map(|site| ProbeReport {
-                    opt_in: GO_PROBES
-                        .iter()
-                        .any(|p| p.opt_in && p.entry_program == site.program),
+                    opt_in: GO_PROBES.iter().any(|p| {
+                        p.opt_in
+                            && (p.entry_program == Some(site.program)
+                                || p.return_program == Some(site.program))
+                    }),
                     site,
                 })
                 .collect();
             report.offsets = plan.offsets;
             report.warnings = plan.warnings;
         }
+        Ok((Language::Rust(rust), plan)) => {
+            report.language = "rust";
+            report.rust = Some(RustReport {
+                rustc: rust.binary.rustc.clone(),
+                mangling: rust.binary.mangling,
+                functions: rust.binary.functions,
+                crates: rust.binary.crates.clone(),
+                candidates: rust.choices.clone(),
+            });
+            if rust.binary.stripped() {
+                report.problem = Some(crate::plan::rust::STRIPPED.to_string());
+            }
+            report.capabilities = plan.capabilities;
+            report.probes = plan
+                .sites
+                .into_iter()
+                .map(|site| ProbeReport {
+                    opt_in: false,
+                    site,
+                })
+                .collect();
+            report.warnings = plan.warnings;
+        }
         Err(FileError::NotSupported) => {
-            report.problem = Some("not a Go program (no Go build information or function table); spanhook traces Go programs".into());
+            if capture != crate::plan::CaptureMode::Symbols {
+                let native = crate::inspect::native::analyze(elf, std::path::Path::new("/"));
+                let reason = format!("socket level: {}", native.sockets.describe());
+                for capability in [
+                    crate::plan::Capability::SocketHttpServer,
+                    crate::plan::Capability::SocketHttpClient,
+                ] {
+                    report.capabilities.push(CapabilityPlan {
+                        capability,
+                        outcome: CapabilityOutcome::NotTraced {
+                            reason: reason.clone(),
+                        },
+                    });
+                }
+            }
+            report.problem = Some("neither a Go program (no Go build information or function table) nor a Rust program; spanhook traces Go and Rust programs".into());
         }
         Err(e) => {
             if let Ok(Some(go)) = crate::inspect::golang::analyze(elf) {
@@ -151,6 +253,16 @@ fn build_report(elf: &ElfFile, path: PathBuf, pid: Option<u32>) -> Report {
                 report.go = Some(go_report(&go));
             }
             report.problem = Some(e.to_string());
+        }
+    }
+    // A symbol-level problem is not the whole story when the socket level traces something.
+    let traced = report
+        .capabilities
+        .iter()
+        .any(|c| !matches!(c.outcome, CapabilityOutcome::NotTraced { .. }));
+    if traced {
+        if let Some(problem) = report.problem.take() {
+            report.warnings.push(format!("symbol level: {problem}"));
         }
     }
     report
@@ -184,9 +296,13 @@ fn render(r: &Report) -> String {
     if let Some(pid) = r.pid {
         let _ = writeln!(s, "pid:       {pid}");
     }
-    let lang = match &r.go {
-        Some(go) => format!("Go {}", go.version),
-        None => r.language.to_string(),
+    let lang = match (&r.go, &r.rust) {
+        (Some(go), _) => format!("Go {}", go.version),
+        (None, Some(rust)) => match &rust.rustc {
+            Some(v) => format!("Rust {v}"),
+            None => "Rust".to_string(),
+        },
+        (None, None) => r.language.to_string(),
     };
     let _ = writeln!(
         s,
@@ -204,6 +320,44 @@ fn render(r: &Report) -> String {
             let _ = writeln!(s, "modules:");
             for m in &go.modules {
                 let _ = writeln!(s, "  {} {}", m.path, m.version);
+            }
+        }
+    }
+    if let Some(rust) = &r.rust {
+        let _ = writeln!(
+            s,
+            "symbols:   {} Rust functions ({} mangling)",
+            rust.functions, rust.mangling
+        );
+        let shown: Vec<String> = rust
+            .crates
+            .iter()
+            .filter(|c| RUST_CRATES_SHOWN.contains(&c.name.as_str()))
+            .map(|c| format!("{} {}", c.name, c.version))
+            .collect();
+        if !shown.is_empty() {
+            let _ = writeln!(
+                s,
+                "crates:    {} ({} crates in all)",
+                shown.join(", "),
+                rust.crates.len()
+            );
+        }
+        if !rust.candidates.is_empty() {
+            let _ = writeln!(s, "functions:");
+        }
+        for c in &rust.candidates {
+            let what = format!("{} {}", c.capability.name(), c.role);
+            match &c.chosen {
+                Some(f) => {
+                    let _ = writeln!(s, "  {what:<38} {f}");
+                }
+                None => {
+                    let _ = writeln!(s, "  {what:<38} none usable");
+                }
+            }
+            for r in &c.rejected {
+                let _ = writeln!(s, "  {:<38}   not {}: {}", "", r.symbol, r.reason);
             }
         }
     }
@@ -231,6 +385,14 @@ fn render(r: &Report) -> String {
                 }
                 CapabilityOutcome::NotTraced { reason } => {
                     let _ = writeln!(s, "  {:<14} not traced  {reason}", c.capability.name());
+                }
+                CapabilityOutcome::Sockets { via, reason } => {
+                    let _ = writeln!(
+                        s,
+                        "  {:<14} traced      {via}\n  {:<14}             why: {reason}",
+                        c.capability.name(),
+                        ""
+                    );
                 }
             }
         }

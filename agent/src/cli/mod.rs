@@ -2,6 +2,8 @@
 
 pub mod attach;
 pub mod inspect;
+pub mod probe_cost;
+mod sockets;
 pub mod top;
 
 use std::process::ExitCode;
@@ -25,6 +27,9 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Trace running processes and watch their operations and traces live, like top.
     Top(top::TopArgs),
+    /// Attach the HTTP server programs to any Go function, to measure their cost per hit.
+    #[command(hide = true)]
+    ProbeCost(probe_cost::ProbeCostArgs),
 }
 
 /// Entry point of the binary.
@@ -35,6 +40,7 @@ pub fn main() -> ExitCode {
         Command::Attach(args) => runtime().and_then(|rt| rt.block_on(attach::run(args))),
         Command::Inspect(args) => inspect::run(&args),
         Command::Top(args) => runtime().and_then(|rt| rt.block_on(top::run(args))),
+        Command::ProbeCost(args) => runtime().and_then(|rt| rt.block_on(probe_cost::run(args))),
     };
     match result {
         Ok(code) => code,

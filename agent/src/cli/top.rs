@@ -54,6 +54,9 @@ pub struct TopArgs {
     /// next service joins the trace (as `attach --propagate`).
     #[arg(long)]
     pub propagate: bool,
+    /// How to trace HTTP: symbols, sockets, or auto (as `attach --capture`).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub capture: crate::plan::CaptureMode,
     /// Sliding window for counts, rates and percentiles, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60.0)]
     pub window: f64,
@@ -133,6 +136,7 @@ pub async fn run(args: TopArgs) -> Result<ExitCode> {
         console: false,
         duration: args.duration,
         propagate: args.propagate,
+        capture: args.capture,
     };
 
     let (feed, receiver) = tui::feed();

@@ -3,9 +3,12 @@
 //! A record of an unknown kind or the wrong length is an error: it is counted and skipped,
 //! never guessed at.
 
+pub mod socket;
+
 use spanhook_common::{
     event::{read_plain, Plain},
-    EventHeader, EventKind, HttpClientEvent, HttpServerEvent,
+    EventHeader, EventKind, GrpcClientEvent, GrpcServerEvent, HttpClientEvent, HttpServerEvent,
+    RustHttpClientEvent, RustHttpServerEvent,
 };
 
 /// A decoded record.
@@ -15,6 +18,14 @@ pub enum Event {
     HttpServer(HttpServerEvent),
     /// A request made by a Go `net/http` client.
     HttpClient(HttpClientEvent),
+    /// An RPC served by grpc-go.
+    GrpcServer(GrpcServerEvent),
+    /// An RPC made by a grpc-go client.
+    GrpcClient(GrpcClientEvent),
+    /// A request served by hyper (Rust, HTTP/1).
+    RustHttpServer(RustHttpServerEvent),
+    /// A request made by a hyper client (Rust, HTTP/1).
+    RustHttpClient(RustHttpClientEvent),
 }
 
 impl Event {
@@ -23,6 +34,10 @@ impl Event {
         match self {
             Event::HttpServer(e) => &e.header,
             Event::HttpClient(e) => &e.header,
+            Event::GrpcServer(e) => &e.header,
+            Event::GrpcClient(e) => &e.header,
+            Event::RustHttpServer(e) => &e.header,
+            Event::RustHttpClient(e) => &e.header,
         }
     }
 }
@@ -75,6 +90,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     match kind {
         EventKind::HttpServer => exact(kind, bytes).map(Event::HttpServer),
         EventKind::HttpClient => exact(kind, bytes).map(Event::HttpClient),
+        EventKind::GrpcServer => exact(kind, bytes).map(Event::GrpcServer),
+        EventKind::GrpcClient => exact(kind, bytes).map(Event::GrpcClient),
+        EventKind::RustHttpServer => exact(kind, bytes).map(Event::RustHttpServer),
+        EventKind::RustHttpClient => exact(kind, bytes).map(Event::RustHttpClient),
     }
 }
 

@@ -677,13 +677,17 @@ impl Headers {
                 filesz: u64_at(p, 0x20).unwrap_or(0),
                 memsz: u64_at(p, 0x28).unwrap_or(0),
             };
-            // Keep only the part of the segment the file really holds, so lookups never
-            // index past the end of a truncated file.
-            let in_file = (data.len() as u64).saturating_sub(seg.offset);
-            let seg = Segment {
-                filesz: seg.filesz.min(in_file),
-                ..seg
-            };
+            // A cut-off copy (an interrupted download or build) would look like a program
+            // without code or tables: say what it is instead.
+            if seg
+                .offset
+                .checked_add(seg.filesz)
+                .is_none_or(|end| end > data.len() as u64)
+            {
+                return Err(bad(
+                    "the file is truncated: a loadable segment ends past its end",
+                ));
+            }
             if seg.vaddr.checked_add(seg.memsz.max(seg.filesz)).is_none() {
                 return Err(bad("a loadable segment wraps around the address space"));
             }

@@ -7,5 +7,7 @@
 pub mod dwarf;
 pub mod elf;
 pub mod golang;
+pub mod native;
 pub mod process;
 pub mod returns;
+pub mod rust;

@@ -5,6 +5,8 @@
 pub mod catalog;
 pub mod offsets;
 pub mod resolve;
+pub mod rust;
+pub mod socket;
 pub mod target;
 
 pub use catalog::Capability;
@@ -12,4 +14,5 @@ pub use offsets::{OffsetSource, OffsetTable};
 pub use resolve::{
     plan_go, CapabilityOutcome, CapabilityPlan, FieldOffset, PlanError, PlanOptions, TargetPlan,
 };
+pub use socket::CaptureMode;
 pub use target::{plan_pid, Language, PlannedTarget, TargetError};

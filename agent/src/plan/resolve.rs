@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 
-use spanhook_common::{GoField, TargetConfig};
+use spanhook_common::{ArgSlot, GoField, TargetConfig};
 
 use super::{
-    catalog::{Capability, GO_PROBES},
+    catalog::{Candidate, Capability, GoProbe, GO_PROBES, RELEASE_FLAGS},
     offsets::{parse_version, OffsetSource, OffsetTable},
 };
 use crate::{
@@ -53,6 +53,14 @@ pub enum CapabilityOutcome {
         /// A precise reason a user can act on.
         reason: String,
     },
+    /// Traced from the process's socket system calls or its libssl, not its own symbols.
+    #[serde(rename = "traced")]
+    Sockets {
+        /// What is probed.
+        via: String,
+        /// Why this path was chosen.
+        reason: String,
+    },
 }
 
 /// One capability's outcome.
@@ -85,13 +93,13 @@ impl TargetPlan {
     pub fn traces_anything(&self) -> bool {
         self.capabilities
             .iter()
-            .any(|c| matches!(c.outcome, CapabilityOutcome::Traced { .. }))
+            .any(|c| !matches!(c.outcome, CapabilityOutcome::NotTraced { .. }))
     }
 
     /// Whether `capability` will be traced.
     pub fn traces(&self, capability: Capability) -> bool {
         self.capabilities.iter().any(|c| {
-            c.capability == capability && matches!(c.outcome, CapabilityOutcome::Traced { .. })
+            c.capability == capability && !matches!(c.outcome, CapabilityOutcome::NotTraced { .. })
         })
     }
 
@@ -103,7 +111,7 @@ impl TargetPlan {
                 CapabilityOutcome::NotTraced { reason } => {
                     Some(format!("{}: {reason}", c.capability.name()))
                 }
-                CapabilityOutcome::Traced { .. } => None,
+                CapabilityOutcome::Traced { .. } | CapabilityOutcome::Sockets { .. } => None,
             })
             .collect()
     }
@@ -134,6 +142,8 @@ pub enum PlanError {
 pub struct PlanOptions {
     /// Write `traceparent` into outgoing requests (`--propagate`).
     pub propagate: bool,
+    /// Symbol-level probes, socket-level capture, or the better of the two (`--capture`).
+    pub capture: super::socket::CaptureMode,
 }
 
 /// Plans the probes for a Go binary.
@@ -159,94 +169,82 @@ pub fn plan_go(
     let offsets = field_offsets(elf, go, table, &mut warnings);
     let known: HashMap<GoField, &FieldOffset> = offsets.iter().map(|o| (o.field, o)).collect();
 
-    let symbols: Vec<&str> = GO_PROBES.iter().map(|p| p.symbol).collect();
+    let symbols: Vec<&str> = GO_PROBES
+        .iter()
+        .flat_map(|p| p.candidates.iter().map(|c| c.symbol))
+        .collect();
     let functions = golang::find_functions(elf, &symbols)?;
 
     let mut config = TargetConfig::empty();
     for o in &offsets {
         config.set_offset(o.field, o.offset);
     }
+    for &(module, from, to, flag) in RELEASE_FLAGS {
+        let rule = Candidate {
+            symbol: "",
+            args: &[],
+            releases: Some((module, from, to)),
+        };
+        if go.build.module(module).is_some() && candidate_applies(go, &rule) {
+            config.flags |= flag;
+        }
+    }
+    let planned: Vec<Result<Planned, String>> = GO_PROBES
+        .iter()
+        .map(|probe| plan_probe(elf, go, &functions, &known, probe, options))
+        .collect();
     let mut sites = Vec::new();
-    let mut capabilities = Vec::new();
+    let mut capabilities: Vec<CapabilityPlan> = Vec::new();
     for probe in GO_PROBES {
-        let outcome = (|| {
-            if probe.opt_in && !options.propagate {
-                return CapabilityOutcome::NotTraced {
-                    reason: "opt-in: pass --propagate to write traceparent into outgoing HTTP/1 requests".into(),
-                };
-            }
-            let Some(func) = functions.get(probe.symbol) else {
-                return CapabilityOutcome::NotTraced {
-                    reason: format!("{} is not in the binary (the program does not use this part of the library)", probe.symbol),
-                };
-            };
-            let missing: Vec<String> = probe
-                .required
-                .iter()
-                .filter(|f| !known.contains_key(f))
-                .map(|f| format!("{}.{}", f.type_name(), f.field_name()))
-                .collect();
-            if !missing.is_empty() {
-                return CapabilityOutcome::NotTraced {
-                    reason: format!(
-                        "offsets unknown for Go {}: {} (the binary has no DWARF and the offsets table has no row for this release)",
-                        go.version,
-                        missing.join(", ")
-                    ),
-                };
-            }
-            let Some(entry_offset) = elf.vaddr_to_offset(func.entry) else {
-                return CapabilityOutcome::NotTraced {
-                    reason: format!(
-                        "{} at {:#x} is not in a file-backed segment",
-                        probe.symbol, func.entry
-                    ),
-                };
-            };
-            let mut planned = vec![UprobeSite {
-                program: probe.entry_program,
-                offset: entry_offset,
-                label: format!("{} (entry)", probe.symbol),
-            }];
-            if let Some(ret_program) = probe.return_program {
-                let rets = match returns::function_returns(elf, *func) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        return CapabilityOutcome::NotTraced {
-                            reason: format!("cannot read the code of {}: {e}", probe.symbol),
+        if capabilities
+            .iter()
+            .any(|c| c.capability == probe.capability)
+        {
+            continue;
+        }
+        let members: Vec<(&GoProbe, &Result<Planned, String>)> = GO_PROBES
+            .iter()
+            .zip(planned.iter())
+            .filter(|(p, _)| p.capability == probe.capability)
+            .collect();
+        // Traced when every probe it needs is planned; helpers add detail when they can.
+        let failure = members
+            .iter()
+            .filter(|(p, _)| !p.auxiliary)
+            .find_map(|(_, r)| r.as_ref().err());
+        let outcome = match failure {
+            Some(reason) => CapabilityOutcome::NotTraced {
+                reason: reason.clone(),
+            },
+            None => {
+                let mut main = None;
+                for (p, r) in &members {
+                    match r {
+                        Ok(plan) => {
+                            sites.extend(plan.sites.iter().cloned());
+                            config.flags |= p.flags;
+                            for &(slot, value) in plan.args {
+                                config.args[slot as usize] = value;
+                            }
+                            if !p.auxiliary && main.is_none() {
+                                main = Some(plan);
+                            }
                         }
+                        Err(reason) => warnings.push(format!(
+                            "{}: {} not probed, so its spans lack what it adds: {reason}",
+                            p.capability.name(),
+                            p.entry_program.or(p.return_program).unwrap_or("?")
+                        )),
                     }
-                };
-                if rets.is_empty() {
-                    return CapabilityOutcome::NotTraced {
-                        reason: format!("no RET instruction found in {}", probe.symbol),
-                    };
                 }
-                for ret in rets {
-                    let Some(off) = elf.vaddr_to_offset(ret) else {
-                        return CapabilityOutcome::NotTraced {
-                            reason: format!(
-                                "RET at {ret:#x} of {} is not file-backed",
-                                probe.symbol
-                            ),
-                        };
-                    };
-                    planned.push(UprobeSite {
-                        program: ret_program,
-                        offset: off,
-                        label: format!("{}+{:#x} (return)", probe.symbol, ret - func.entry),
-                    });
+                let main = main.expect("a capability has a probe that is not auxiliary");
+                CapabilityOutcome::Traced {
+                    symbol: main.symbol.to_string(),
+                    entry_offset: main.entry_offset,
+                    returns: main.returns,
                 }
             }
-            let returns = planned.len() - 1;
-            sites.extend(planned);
-            config.flags |= probe.flags;
-            CapabilityOutcome::Traced {
-                symbol: probe.symbol.to_string(),
-                entry_offset,
-                returns,
-            }
-        })();
+        };
         capabilities.push(CapabilityPlan {
             capability: probe.capability,
             outcome,
@@ -258,6 +256,115 @@ pub fn plan_go(
         capabilities,
         offsets,
         warnings,
+    })
+}
+
+/// One probe placed in the binary.
+struct Planned {
+    symbol: &'static str,
+    entry_offset: u64,
+    returns: usize,
+    sites: Vec<UprobeSite>,
+    args: &'static [(ArgSlot, u8)],
+}
+
+/// Whether `candidate` applies to this binary's release of its module.
+fn candidate_applies(go: &GoBinary, candidate: &Candidate) -> bool {
+    let Some((module, from, to)) = candidate.releases else {
+        return true;
+    };
+    let Some(version) = go
+        .build
+        .module(module)
+        .and_then(|m| parse_version(&m.version))
+    else {
+        // A module without a version (replaced by a directory): the newest layout is likelier.
+        return to.is_empty();
+    };
+    let minor = (version.0, version.1);
+    let bound = |s: &str| parse_version(s).map(|v| (v.0, v.1));
+    let above = from.is_empty() || bound(from).is_some_and(|b| minor >= b);
+    let below = to.is_empty() || bound(to).is_some_and(|b| minor <= b);
+    above && below
+}
+
+/// Places one probe: its function, entry and RET sites.
+fn plan_probe(
+    elf: &ElfFile,
+    go: &GoBinary,
+    functions: &HashMap<String, golang::FuncRange>,
+    known: &HashMap<GoField, &FieldOffset>,
+    probe: &GoProbe,
+    options: PlanOptions,
+) -> Result<Planned, String> {
+    if probe.opt_in && !options.propagate {
+        return Err("opt-in: pass --propagate to write traceparent into outgoing requests".into());
+    }
+    let Some((candidate, func)) = probe
+        .candidates
+        .iter()
+        .filter(|c| candidate_applies(go, c))
+        .find_map(|c| functions.get(c.symbol).map(|f| (c, f)))
+    else {
+        let names: Vec<&str> = probe.candidates.iter().map(|c| c.symbol).collect();
+        return Err(format!(
+            "{} is not in the binary (the program does not use this part of the library)",
+            names.join(" nor ")
+        ));
+    };
+    let symbol = candidate.symbol;
+    let missing: Vec<String> = probe
+        .required
+        .iter()
+        .filter(|f| !known.contains_key(f))
+        .map(|f| format!("{}.{}", f.type_name(), f.field_name()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "offsets unknown for this build (Go {}): {} (the binary has no DWARF and the offsets table has no row for this release)",
+            go.version,
+            missing.join(", ")
+        ));
+    }
+    let entry_offset = elf.vaddr_to_offset(func.entry).ok_or_else(|| {
+        format!(
+            "{symbol} at {:#x} is not in a file-backed segment",
+            func.entry
+        )
+    })?;
+    let mut sites = Vec::new();
+    if let Some(program) = probe.entry_program {
+        sites.push(UprobeSite {
+            program,
+            offset: entry_offset,
+            label: format!("{symbol} (entry)"),
+            binary: None,
+        });
+    }
+    if let Some(ret_program) = probe.return_program {
+        let rets = returns::function_returns(elf, *func)
+            .map_err(|e| format!("cannot read the code of {symbol}: {e}"))?;
+        if rets.is_empty() {
+            return Err(format!("no RET instruction found in {symbol}"));
+        }
+        for ret in rets {
+            let off = elf
+                .vaddr_to_offset(ret)
+                .ok_or_else(|| format!("RET at {ret:#x} of {symbol} is not file-backed"))?;
+            sites.push(UprobeSite {
+                program: ret_program,
+                offset: off,
+                label: format!("{symbol}+{:#x} (return)", ret - func.entry),
+                binary: None,
+            });
+        }
+    }
+    Ok(Planned {
+        symbol,
+        entry_offset,
+        returns: sites.len() - usize::from(probe.entry_program.is_some()),
+        sites,
+        args: candidate.args,
     })
 }
 

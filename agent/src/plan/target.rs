@@ -14,9 +14,12 @@ use crate::{
     inspect::{
         elf::{ElfError, ElfFile},
         golang::{self, types::TypeNames, GoBinary, GoError},
+        native::{NativeBinary, NativeKind},
         process::{Process, ProcessError},
+        rust::{self as rust_inspect, RustBinary, RustSymbols},
     },
-    spans::{errors::GoErrorTypes, http::ErrorTypes, resource::Runtime},
+    plan::rust::{plan_rust, PartChoice},
+    spans::{errors::GoErrorTypes, http::ErrorTypes, resource::Runtime, rust::RustErrorTypes},
 };
 
 /// What a binary is, as far as tracing goes.
@@ -24,6 +27,21 @@ use crate::{
 pub enum Language {
     /// A Go program and what its build information says.
     Go(GoBinary),
+    /// A Rust program: its compiler, crates, symbols, and how each probe was chosen.
+    Rust(Box<RustTarget>),
+    /// Any other native program (C, C++, an interpreter): traced at socket level.
+    Native(NativeBinary),
+}
+
+/// What spanhook learned about a Rust program.
+#[derive(Clone, Debug)]
+pub struct RustTarget {
+    /// Compiler, crates, mangling.
+    pub binary: RustBinary,
+    /// Its functions by demangled path (kept for naming error types).
+    pub symbols: Arc<RustSymbols>,
+    /// How each part of each capability was resolved.
+    pub choices: Vec<PartChoice>,
 }
 
 impl Language {
@@ -34,6 +52,24 @@ impl Language {
                 name: "go",
                 version: format!("go{}", go.version),
             },
+            Language::Rust(rust) => Runtime {
+                name: "rust",
+                version: rust.binary.rustc.clone().unwrap_or_default(),
+            },
+            Language::Native(native) => match &native.kind {
+                NativeKind::Python { version } => Runtime {
+                    name: "cpython",
+                    version: version.clone().unwrap_or_default(),
+                },
+                NativeKind::Rust => Runtime {
+                    name: "rust",
+                    version: String::new(),
+                },
+                NativeKind::Cpp | NativeKind::Other => Runtime {
+                    name: "native",
+                    version: String::new(),
+                },
+            },
         }
     }
 
@@ -41,6 +77,11 @@ impl Language {
     pub fn describe(&self) -> String {
         match self {
             Language::Go(go) => format!("Go {}", go.version),
+            Language::Rust(rust) => match &rust.binary.rustc {
+                Some(v) => format!("Rust {v}"),
+                None => "Rust".to_string(),
+            },
+            Language::Native(native) => super::socket::describe(native),
         }
     }
 }
@@ -67,6 +108,11 @@ impl PlannedTarget {
                 let bias = self.process.load_bias(&self.elf)?;
                 Some(Arc::new(GoErrorTypes::new(self.elf.clone(), names, bias)))
             }
+            Language::Rust(rust) => {
+                let bias = self.process.load_bias(&self.elf)?;
+                Some(Arc::new(RustErrorTypes::new(rust.symbols.clone(), bias)))
+            }
+            Language::Native(_) => None,
         }
     }
 }
@@ -87,7 +133,7 @@ pub enum TargetError {
         source: ElfError,
     },
     /// The executable is not a kind of program spanhook traces.
-    #[error("pid {pid} ({path}) is not a Go program (no Go build information or function table); spanhook traces Go programs")]
+    #[error("pid {pid} ({path}) is neither a Go program (no Go build information or function table) nor a Rust program; spanhook traces Go and Rust programs")]
     NotSupported {
         /// The pid.
         pid: u32,
@@ -135,7 +181,7 @@ pub fn plan_pid(
     let process = Process::open(pid)?;
     let elf =
         ElfFile::open(&process.exe_link).map_err(|source| TargetError::Elf { pid, source })?;
-    let (language, plan) = plan_file(&elf, table, options).map_err(|e| match e {
+    let (language, mut plan) = plan_file(&elf, table, options).map_err(|e| match e {
         FileError::NotSupported => TargetError::NotSupported {
             pid,
             path: process.exe.clone(),
@@ -147,6 +193,7 @@ pub fn plan_pid(
         },
         FileError::Plan(source) => TargetError::Plan { pid, source },
     })?;
+    super::socket::for_process(pid, &mut plan);
     if !plan.traces_anything() {
         return Err(TargetError::NothingToTrace {
             pid,
@@ -166,7 +213,7 @@ pub fn plan_pid(
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     /// Not a kind of program spanhook traces.
-    #[error("not a Go program")]
+    #[error("not a Go or Rust program")]
     NotSupported,
     /// Go's tables are unreadable.
     #[error(transparent)]
@@ -176,8 +223,19 @@ pub enum FileError {
     Plan(#[from] PlanError),
 }
 
-/// Recognises an opened binary and plans its probes.
+/// Recognises an opened binary and plans its probes: symbol-level where the binary allows,
+/// socket-level otherwise or when asked (see `plan::socket`).
 pub fn plan_file(
+    elf: &ElfFile,
+    table: &OffsetTable,
+    options: PlanOptions,
+) -> Result<(Language, TargetPlan), FileError> {
+    let symbols = plan_symbols(elf, table, options);
+    super::socket::select(elf, options.capture, symbols)
+}
+
+/// Recognises an opened binary and plans its symbol-level probes.
+fn plan_symbols(
     elf: &ElfFile,
     table: &OffsetTable,
     options: PlanOptions,
@@ -185,6 +243,16 @@ pub fn plan_file(
     if let Some(go) = golang::analyze(elf)? {
         let plan = plan_go(elf, &go, table, options)?;
         return Ok((Language::Go(go), plan));
+    }
+    let symbols = RustSymbols::read(elf);
+    if let Some(binary) = rust_inspect::analyze(elf, &symbols) {
+        let (plan, choices) = plan_rust(elf, &binary, &symbols, options);
+        let target = RustTarget {
+            binary,
+            symbols: Arc::new(symbols),
+            choices,
+        };
+        return Ok((Language::Rust(Box::new(target)), plan));
     }
     Err(FileError::NotSupported)
 }

@@ -21,7 +21,7 @@ pub trait ErrorTypes: Send + Sync + std::fmt::Debug {
     fn name(&self, itab: u64) -> Option<String>;
 }
 
-fn text<const N: usize>(s: &Str<N>) -> String {
+pub(crate) fn text<const N: usize>(s: &Str<N>) -> String {
     String::from_utf8_lossy(s.as_bytes()).into_owned()
 }
 
@@ -51,7 +51,7 @@ pub fn route_from_pattern(pattern: &str) -> Option<String> {
     Some(pattern[path_start..].to_string())
 }
 
-fn semconv_method(raw: &str) -> &str {
+pub(crate) fn semconv_method(raw: &str) -> &str {
     if KNOWN_METHODS.contains(&raw) {
         raw
     } else {
@@ -59,7 +59,7 @@ fn semconv_method(raw: &str) -> &str {
     }
 }
 
-fn ids(trace: &TraceIds) -> (TraceId, SpanId, SpanId, bool) {
+pub(crate) fn ids(trace: &TraceIds) -> (TraceId, SpanId, SpanId, bool) {
     let parent = SpanId::from_bytes(trace.parent_span_id);
     (
         TraceId::from_bytes(trace.trace_id),

@@ -6,8 +6,11 @@
 
 pub mod clock;
 pub mod errors;
+pub mod grpc;
 pub mod http;
 pub mod resource;
+pub mod rust;
+pub mod socket;
 
 use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
@@ -111,6 +114,14 @@ impl Assembler {
             Event::HttpServer(e) => http::server_span(e, &self.clock, resource),
             Event::HttpClient(e) => {
                 http::client_span(e, &self.clock, resource, process.errors.as_deref())
+            }
+            Event::GrpcServer(e) => grpc::server_span(e, &self.clock, resource),
+            Event::GrpcClient(e) => {
+                grpc::client_span(e, &self.clock, resource, process.errors.as_deref())
+            }
+            Event::RustHttpServer(e) => rust::server_span(e, &self.clock, resource),
+            Event::RustHttpClient(e) => {
+                rust::client_span(e, &self.clock, resource, process.errors.as_deref())
             }
         })
     }

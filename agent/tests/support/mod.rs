@@ -6,7 +6,9 @@
 #![allow(dead_code)]
 
 pub mod collector;
+pub mod native;
 pub mod otlp;
+pub mod rust;
 pub mod tmux;
 pub mod traffic;
 pub mod uprobes;

@@ -20,6 +20,31 @@ pub enum Counter {
     /// A queued `traceparent` was not written: the request already had one, or the bytes were
     /// not a complete HTTP/1 request head, or the entry was stale.
     InjectionSkipped = 6,
+    /// A `traceparent` was added to an outgoing HTTP/2 HEADERS frame (grpc-go clients).
+    H2TraceparentInjected = 10,
+    /// A queued HTTP/2 `traceparent` was not added: the stream's HEADERS frame was split over
+    /// CONTINUATION frames or writes, padded, too large to grow, or its request already
+    /// carried one.
+    H2InjectionSkipped = 11,
+    /// A write on an HTTP/2 connection could not be followed frame by frame (a connection
+    /// that predates the agent, or more frames in one write than the program walks); the
+    /// connection gets `traceparent` again from its next write that is whole frames.
+    H2FramingLost = 12,
+    /// A hyper response head was encoded for a request whose head the probes did not see
+    /// (it predates attach, or was too long to read).
+    RustServerUnmatched = 20,
+    /// A hyper client response (or error) arrived for a request the probes did not see.
+    RustClientUnmatched = 21,
+    /// A Rust caller's request could not be paired with the request a hyper connection wrote.
+    RustCallUnpaired = 22,
+    /// A socket record was dropped because the `SOCKET_EVENTS` ring buffer was full.
+    SocketRingFull = 30,
+    /// A socket call could not be remembered between its entry and its return (map full).
+    SocketCallInsertFailed = 31,
+    /// A socket call's bytes inside the capture prefix could not all be copied.
+    SocketCopyIncomplete = 32,
+    /// A libssl call returned before the descriptor of its `SSL` was known.
+    TlsWithoutDescriptor = 33,
 }
 
 impl Counter {
@@ -34,6 +59,16 @@ impl Counter {
         Counter::TraceparentInvalid,
         Counter::TraceparentInjected,
         Counter::InjectionSkipped,
+        Counter::H2TraceparentInjected,
+        Counter::H2InjectionSkipped,
+        Counter::H2FramingLost,
+        Counter::RustServerUnmatched,
+        Counter::RustClientUnmatched,
+        Counter::RustCallUnpaired,
+        Counter::SocketRingFull,
+        Counter::SocketCallInsertFailed,
+        Counter::SocketCopyIncomplete,
+        Counter::TlsWithoutDescriptor,
     ];
 
     /// A stable name for logs and metrics.
@@ -46,6 +81,16 @@ impl Counter {
             Counter::TraceparentInvalid => "traceparent_invalid",
             Counter::TraceparentInjected => "traceparent_injected",
             Counter::InjectionSkipped => "injection_skipped",
+            Counter::H2TraceparentInjected => "h2_traceparent_injected",
+            Counter::H2InjectionSkipped => "h2_injection_skipped",
+            Counter::H2FramingLost => "h2_framing_lost",
+            Counter::RustServerUnmatched => "rust_server_unmatched",
+            Counter::RustClientUnmatched => "rust_client_unmatched",
+            Counter::RustCallUnpaired => "rust_call_unpaired",
+            Counter::SocketRingFull => "socket_ringbuf_full",
+            Counter::SocketCallInsertFailed => "socket_call_insert_failed",
+            Counter::SocketCopyIncomplete => "socket_copy_incomplete",
+            Counter::TlsWithoutDescriptor => "tls_without_descriptor",
         }
     }
 }

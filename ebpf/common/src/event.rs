@@ -12,6 +12,14 @@ pub enum EventKind {
     HttpServer = 1,
     /// [`HttpClientEvent`]: one request made by a Go `net/http` client.
     HttpClient = 2,
+    /// [`GrpcServerEvent`](crate::GrpcServerEvent): one RPC served by grpc-go.
+    GrpcServer = 10,
+    /// [`GrpcClientEvent`](crate::GrpcClientEvent): one RPC made by a grpc-go client.
+    GrpcClient = 11,
+    /// [`RustHttpServerEvent`](crate::RustHttpServerEvent): one request served by hyper (HTTP/1).
+    RustHttpServer = 20,
+    /// [`RustHttpClientEvent`](crate::RustHttpClientEvent): one request made by a hyper client.
+    RustHttpClient = 21,
 }
 
 impl EventKind {
@@ -20,6 +28,10 @@ impl EventKind {
         match raw {
             1 => Some(EventKind::HttpServer),
             2 => Some(EventKind::HttpClient),
+            10 => Some(EventKind::GrpcServer),
+            11 => Some(EventKind::GrpcClient),
+            20 => Some(EventKind::RustHttpServer),
+            21 => Some(EventKind::RustHttpClient),
             _ => None,
         }
     }

@@ -12,7 +12,7 @@ pub const OFFSET_ABSENT: u16 = u16::MAX;
 pub const MAX_FIELDS: usize = 64;
 
 macro_rules! go_fields {
-    ($($(#[$doc:meta])* $variant:ident = $idx:literal => ($module:literal, $ty:literal, $field:literal),)*) => {
+    ($($(#[$doc:meta])* $variant:ident = $idx:literal => ($module:expr, $ty:literal, $field:literal),)*) => {
         /// A field of a Go runtime or library struct whose offset a probe needs.
         #[repr(u16)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -114,7 +114,45 @@ go_fields! {
     Http2InternalWriterState = 33 => ("std", "net/http/internal/http2.responseWriter", "rws"),
     /// `net/http/internal/http2.responseWriterState.status` (Go 1.27+).
     Http2InternalStateStatus = 34 => ("std", "net/http/internal/http2.responseWriterState", "status"),
+    /// grpc-go `transport.Stream.method` (string): `/package.Service/Method`.
+    GrpcStreamMethod = 35 => (GRPC, "google.golang.org/grpc/internal/transport.Stream", "method"),
+    /// grpc-go `transport.Stream.id` (uint32): the HTTP/2 stream id.
+    GrpcStreamId = 36 => (GRPC, "google.golang.org/grpc/internal/transport.Stream", "id"),
+    /// grpc-go `transport.ServerStream.Stream` (1.69+: the server stream embeds `Stream`).
+    GrpcServerStreamStream = 37 => (GRPC, "google.golang.org/grpc/internal/transport.ServerStream", "Stream"),
+    /// grpc-go `ClientConn.target` (string): the dial target.
+    GrpcClientConnTarget = 38 => (GRPC, "google.golang.org/grpc.ClientConn", "target"),
+    /// grpc-go `internal/status.Status.s` (*spb.Status).
+    GrpcStatusProto = 39 => (GRPC, "google.golang.org/grpc/internal/status.Status", "s"),
+    /// grpc-go `internal/status.Error.s` (*Status).
+    GrpcErrorStatus = 40 => (GRPC, "google.golang.org/grpc/internal/status.Error", "s"),
+    /// `google.rpc.Status.Code` (int32), as genproto generates it.
+    GrpcProtoStatusCode = 41 => (GRPC, "google.golang.org/genproto/googleapis/rpc/status.Status", "Code"),
+    /// x/net `http2.MetaHeadersFrame.Fields` ([]hpack.HeaderField): decoded headers.
+    GrpcMetaHeadersFields = 42 => (GRPC, "golang.org/x/net/http2.MetaHeadersFrame", "Fields"),
+    /// x/net `http2.MetaHeadersFrame.HeadersFrame` (*HeadersFrame, embedded).
+    GrpcMetaHeadersFrame = 43 => (GRPC, "golang.org/x/net/http2.MetaHeadersFrame", "HeadersFrame"),
+    /// x/net `http2.FrameHeader.StreamID` (uint32).
+    GrpcFrameStreamId = 44 => (GRPC, "golang.org/x/net/http2.FrameHeader", "StreamID"),
+    /// x/net `hpack.HeaderField.Name` (string).
+    GrpcHeaderFieldName = 45 => (GRPC, "golang.org/x/net/http2/hpack.HeaderField", "Name"),
+    /// x/net `hpack.HeaderField.Value` (string).
+    GrpcHeaderFieldValue = 46 => (GRPC, "golang.org/x/net/http2/hpack.HeaderField", "Value"),
+    /// grpc-go `transport.Stream.ctx` (context.Context): the RPC's context on the server.
+    GrpcStreamCtx = 47 => (GRPC, "google.golang.org/grpc/internal/transport.Stream", "ctx"),
+    /// grpc-go `transport.loopyWriter.framer` (*framer): the connection's frame writer.
+    GrpcLoopyFramer = 48 => (GRPC, "google.golang.org/grpc/internal/transport.loopyWriter", "framer"),
+    /// grpc-go `transport.framer.writer` (*bufWriter).
+    GrpcFramerWriter = 49 => (GRPC, "google.golang.org/grpc/internal/transport.framer", "writer"),
+    /// grpc-go `transport.bufWriter.conn` (net.Conn, an io.Writer from v1.77): the connection.
+    GrpcBufWriterConn = 50 => (GRPC, "google.golang.org/grpc/internal/transport.bufWriter", "conn"),
+    /// grpc-go `transport.bufWriter.offset` (int): bytes buffered for the connection's next write.
+    GrpcBufWriterOffset = 51 => (GRPC, "google.golang.org/grpc/internal/transport.bufWriter", "offset"),
 }
+
+/// Module path the gRPC fields are keyed by: their layouts are read from builds of each
+/// grpc-go release with the dependencies that release resolves to.
+const GRPC: &str = "google.golang.org/grpc";
 
 impl GoField {
     /// Number of defined slots.

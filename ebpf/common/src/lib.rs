@@ -9,16 +9,32 @@
 pub mod counter;
 pub mod event;
 pub mod field;
+pub mod grpc;
+pub mod h2;
 pub mod inflight;
 pub mod key;
+pub mod rust;
+pub mod socket;
 pub mod target;
 
 pub use counter::Counter;
 pub use event::{EventHeader, EventKind, HttpClientEvent, HttpServerEvent, Str, TraceIds};
 pub use field::{GoField, OFFSET_ABSENT};
+pub use grpc::{
+    GrpcClientEvent, GrpcClientInflight, GrpcHeaderFieldsKey, GrpcRequestHeaders, GrpcServerEvent,
+    GrpcServerInflight, GrpcStreamKey,
+};
+pub use h2::{H2ConnState, H2StreamKey};
 pub use inflight::{HttpClientInflight, HttpServerInflight, PendingTraceparent};
 pub use key::{ConnKey, ContextKey, GoidKey, GoroutineKey};
-pub use target::TargetConfig;
+pub use rust::{
+    RustClientInflight, RustEncodeStash, RustHttpClientEvent, RustHttpServerEvent, RustLearned,
+    RustPtrKey, RustServerInflight,
+};
+pub use socket::{
+    IgnoredSock, KernelLayout, SocketCall, SocketDataHeader, SocketRecordKind, SslCall, SslKey,
+};
+pub use target::{ArgSlot, TargetConfig};
 
 /// Marks types as plain old data for aya's user-space map API.
 #[cfg(feature = "user")]
@@ -43,4 +59,19 @@ pod!(
     HttpClientInflight,
     PendingTraceparent,
     TraceIds,
+    RustPtrKey,
+    RustEncodeStash,
+    RustLearned,
+    RustServerInflight,
+    RustClientInflight,
+    GrpcServerInflight,
+    GrpcRequestHeaders,
+    GrpcStreamKey,
+    GrpcClientInflight,
+    GrpcHeaderFieldsKey,
+    H2StreamKey,
+    H2ConnState,
 );
+
+#[cfg(feature = "user")]
+pod!(IgnoredSock, KernelLayout, SocketCall, SslCall, SslKey);

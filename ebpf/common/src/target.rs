@@ -14,6 +14,22 @@ pub struct TargetConfig {
     pub flags: u32,
     /// Explicit padding; always zero.
     pub _pad: u32,
+    /// Argument positions that differ between library releases, indexed by [`ArgSlot`].
+    pub args: [u8; 8],
+}
+
+/// Which argument word of a probed function holds a value, where releases disagree.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgSlot {
+    /// The `*MetaHeadersFrame` of grpc-go's `http2Server.operateHeaders` (1 before v1.60,
+    /// 3 after, when a context parameter came first).
+    GrpcHeadersFrame = 0,
+    /// The stream passed to grpc-go's `WriteStatus` (1 on `http2Server`, 0 on `ServerStream`
+    /// from v1.69).
+    GrpcStatusStream = 1,
+    /// The `*status.Status` passed to `WriteStatus`.
+    GrpcStatusValue = 2,
 }
 
 impl TargetConfig {
@@ -23,6 +39,10 @@ impl TargetConfig {
     pub const FLAG_SERVER_TRACEPARENT: u32 = 1 << 0;
     /// Outgoing HTTP/1 requests get a `traceparent` on the wire (opt-in `--propagate`).
     pub const FLAG_PROPAGATE: u32 = 1 << 1;
+    /// grpc-go's server stream embeds `*Stream` (a pointer, v1.69–v1.76) rather than `Stream`.
+    pub const FLAG_GRPC_STREAM_POINTER: u32 = 1 << 8;
+    /// Outgoing grpc-go RPCs get a `traceparent` in their HEADERS frame (opt-in `--propagate`).
+    pub const FLAG_GRPC_PROPAGATE: u32 = 1 << 9;
 
     /// A configuration with every offset absent and no flags.
     pub const fn empty() -> Self {
@@ -30,6 +50,7 @@ impl TargetConfig {
             offsets: [OFFSET_ABSENT; MAX_FIELDS],
             flags: 0,
             _pad: 0,
+            args: [0; 8],
         }
     }
 
@@ -39,6 +60,15 @@ impl TargetConfig {
         match self.offsets.get(field.slot()) {
             Some(&off) if off != OFFSET_ABSENT => Some(off as u64),
             _ => None,
+        }
+    }
+
+    /// The argument word number recorded for `slot`.
+    #[inline(always)]
+    pub fn arg(&self, slot: ArgSlot) -> usize {
+        match self.args.get(slot as usize) {
+            Some(&n) => n as usize,
+            None => 0,
         }
     }
 
@@ -54,4 +84,4 @@ impl Default for TargetConfig {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<TargetConfig>() == MAX_FIELDS * 2 + 8);
+const _: () = assert!(core::mem::size_of::<TargetConfig>() == MAX_FIELDS * 2 + 16);

@@ -9,6 +9,7 @@ mod emit;
 mod go;
 mod maps;
 mod read;
+mod rust;
 mod scan;
 mod socket;
 mod traceparent;

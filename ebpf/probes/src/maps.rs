@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, SockHash},
 };
 use spanhook_common::{
-    ConnKey, ContextKey, GoidKey, GoroutineKey, HttpClientInflight, HttpServerInflight,
-    PendingTraceparent, TargetConfig, TraceIds,
+    ConnKey, ContextKey, GoidKey, GoroutineKey, H2ConnState, H2StreamKey, HttpClientInflight,
+    HttpServerInflight, PendingTraceparent, TargetConfig, TraceIds,
 };
 
 /// Size of the event ring buffer in bytes (a power of two, multiple of the page size).
@@ -44,6 +44,15 @@ pub static GOID_SPANS: LruHashMap<GoidKey, TraceIds> = LruHashMap::with_max_entr
 #[map]
 pub static PENDING_TRACEPARENT: LruHashMap<ConnKey, PendingTraceparent> =
     LruHashMap::with_max_entries(16384, 0);
+
+/// `traceparent` values waiting for the HEADERS frame of one HTTP/2 stream.
+#[map]
+pub static H2_PENDING: LruHashMap<H2StreamKey, PendingTraceparent> =
+    LruHashMap::with_max_entries(16384, 0);
+
+/// HTTP/2 client connections whose frames the `sk_msg` program follows.
+#[map]
+pub static H2_CONNS: LruHashMap<ConnKey, H2ConnState> = LruHashMap::with_max_entries(16384, 0);
 
 /// Sockets of traced processes whose `connect()` is in progress, by socket cookie.
 #[map]

@@ -133,7 +133,7 @@ fn pair(head: *const u8, v: usize, i: usize, bad: &mut u8) -> u8 {
 /// Parses `version-traceid-parentid-flags` at scratch index `v` into `ids`; `false` when any
 /// part is malformed, so a bad header is never half trusted.
 #[inline(always)]
-fn parse_value(head: *const u8, v: usize, ids: &mut TraceIds) -> bool {
+pub fn parse_value(head: *const u8, v: usize, ids: &mut TraceIds) -> bool {
     let mut bad = 0u8;
     let version = pair(head, v, 0, &mut bad);
     let mut trace_id = [0u8; 16];

@@ -244,7 +244,7 @@ fn varint_string(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// The module information without its framing sentinels; empty when the framing is absent
 /// (as `debug/buildinfo` does).
-fn strip_sentinels(modinfo: &[u8]) -> &[u8] {
+pub fn strip_sentinels(modinfo: &[u8]) -> &[u8] {
     let n = modinfo.len();
     if n > 2 * SENTINEL_LEN && modinfo[n - SENTINEL_LEN - 1] == b'\n' {
         &modinfo[SENTINEL_LEN..n - SENTINEL_LEN]
@@ -255,7 +255,7 @@ fn strip_sentinels(modinfo: &[u8]) -> &[u8] {
 
 /// Parses the module information lines into `info`. Lines that do not parse are skipped:
 /// the build information is descriptive, and one odd line should not hide the rest.
-fn parse_modinfo(text: &[u8], info: &mut BuildInfo) {
+pub fn parse_modinfo(text: &[u8], info: &mut BuildInfo) {
     let text = String::from_utf8_lossy(text);
     // Which module a `=>` line replaces: the main module, or a dep by index.
     enum Last {

@@ -50,3 +50,44 @@ pub fn current_g(ctx: &ProbeContext) -> u64 {
         regs.regs[28] as u64
     }
 }
+
+/// [`arg`] for an index only known at run time (from the target's configuration). The
+/// registers are copied to the stack first: a computed offset into the saved registers is
+/// refused by the verifier, which wants every context load at a constant offset.
+#[inline(always)]
+pub fn arg_at(ctx: &ProbeContext, n: usize) -> u64 {
+    // SAFETY: `regs` points at the probe's saved registers; each read is of one field.
+    let regs = unsafe { &*ctx.regs };
+    #[cfg(bpf_target_arch = "x86_64")]
+    let words: [u64; 9] = unsafe {
+        [
+            core::ptr::read_volatile(&regs.rax) as u64,
+            core::ptr::read_volatile(&regs.rbx) as u64,
+            core::ptr::read_volatile(&regs.rcx) as u64,
+            core::ptr::read_volatile(&regs.rdi) as u64,
+            core::ptr::read_volatile(&regs.rsi) as u64,
+            core::ptr::read_volatile(&regs.r8) as u64,
+            core::ptr::read_volatile(&regs.r9) as u64,
+            core::ptr::read_volatile(&regs.r10) as u64,
+            core::ptr::read_volatile(&regs.r11) as u64,
+        ]
+    };
+    #[cfg(bpf_target_arch = "aarch64")]
+    let words: [u64; 9] = unsafe {
+        [
+            core::ptr::read_volatile(&regs.regs[0]) as u64,
+            core::ptr::read_volatile(&regs.regs[1]) as u64,
+            core::ptr::read_volatile(&regs.regs[2]) as u64,
+            core::ptr::read_volatile(&regs.regs[3]) as u64,
+            core::ptr::read_volatile(&regs.regs[4]) as u64,
+            core::ptr::read_volatile(&regs.regs[5]) as u64,
+            core::ptr::read_volatile(&regs.regs[6]) as u64,
+            core::ptr::read_volatile(&regs.regs[7]) as u64,
+            core::ptr::read_volatile(&regs.regs[8]) as u64,
+        ]
+    };
+    match words.get(n) {
+        Some(&w) => w,
+        None => 0,
+    }
+}

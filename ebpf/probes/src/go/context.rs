@@ -4,7 +4,7 @@
 //! 1. the request's `context.Context` descends (within [`MAX_DEPTH`] links) from the context
 //!    of a server request in progress — right for worker pools and fan-out that pass the
 //!    context, whichever goroutine makes the call;
-//! 2. a server request is in progress on the calling goroutine;
+//! 2. a server request (HTTP or gRPC) is in progress on the calling goroutine;
 //! 3. the calling goroutine was started by a goroutine serving a request (Go 1.21+, from
 //!    `runtime.g.parentGoid`; one level only).
 //!
@@ -15,6 +15,7 @@
 use spanhook_common::{ContextKey, GoField, GoidKey, GoroutineKey, TargetConfig, TraceIds};
 
 use crate::{
+    go::grpc::GRPC_SERVER_INFLIGHT,
     maps::{CONTEXT_SPANS, GOID_SPANS, HTTP_SERVER_INFLIGHT},
     read,
 };
@@ -49,6 +50,10 @@ pub fn parent(cfg: &TargetConfig, tgid: u32, g: u64, ctx: u64) -> Option<(TraceI
     let gkey = GoroutineKey { tgid, _pad: 0, g };
     // SAFETY: copied out at once.
     if let Some(server) = unsafe { HTTP_SERVER_INFLIGHT.get(&gkey) } {
+        return Some((server.trace, TraceIds::ORIGIN_GOROUTINE));
+    }
+    // SAFETY: copied out at once.
+    if let Some(server) = unsafe { GRPC_SERVER_INFLIGHT.get(&gkey) } {
         return Some((server.trace, TraceIds::ORIGIN_GOROUTINE));
     }
     let off = cfg.offset(GoField::GoroutineParentId)?;

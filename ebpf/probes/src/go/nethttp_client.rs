@@ -14,7 +14,7 @@ use spanhook_common::{
 
 use crate::{
     emit::{count, wakeup_flags},
-    go::{abi, context, nethttp::target},
+    go::{abi, context, netconn, nethttp::target},
     maps::{EVENTS, HTTP_CLIENT_INFLIGHT, PENDING_TRACEPARENT},
     read, traceparent,
 };
@@ -205,39 +205,11 @@ fn try_conn(ctx: &ProbeContext) -> Result<(), i32> {
     Ok(())
 }
 
-/// The connection of a `persistConn` as the kernel names it, read through
-/// `pc.conn` (a `*net.TCPConn`) → `netFD` → local and remote `*net.TCPAddr`.
+/// The connection of a `persistConn`: `pc.conn` is a `net.Conn` whose data word is the
+/// `*net.TCPConn` (TLS connections were ruled out before).
 #[inline(always)]
 fn connection(cfg: &TargetConfig, pc: u64) -> Option<ConnKey> {
     let conn_off = cfg.offset(GoField::PersistConnConn)?;
-    // The interface's data word: *net.TCPConn, whose first field is net.conn{fd}.
     let tcp_conn = read::pointer(pc + conn_off + 8).ok()?;
-    let fd = read::pointer(tcp_conn + cfg.offset(GoField::NetConnFd)?).ok()?;
-    let laddr = read::pointer(fd + cfg.offset(GoField::NetFdLocalAddr)? + 8).ok()?;
-    let raddr = read::pointer(fd + cfg.offset(GoField::NetFdRemoteAddr)? + 8).ok()?;
-    let port_off = cfg.offset(GoField::TcpAddrPort)?;
-    let ip_off = cfg.offset(GoField::TcpAddrIp)?;
-    let local_port = read::user::<u64>(laddr + port_off).ok()?;
-    let remote_port = read::user::<u64>(raddr + port_off).ok()?;
-    if local_port == 0 || local_port > 65535 || remote_port == 0 || remote_port > 65535 {
-        return None;
-    }
-    let [ip_ptr, ip_len] = read::user::<[u64; 2]>(raddr + ip_off).ok()?;
-    let mut key = ConnKey {
-        local_port: local_port as u16,
-        remote_port: remote_port as u16,
-        _pad: 0,
-        remote_ip: [0; 16],
-    };
-    match ip_len {
-        16 => key.remote_ip = read::user::<[u8; 16]>(ip_ptr).ok()?,
-        4 => {
-            let v4 = read::user::<[u8; 4]>(ip_ptr).ok()?;
-            key.remote_ip[10] = 0xff;
-            key.remote_ip[11] = 0xff;
-            key.remote_ip[12..].copy_from_slice(&v4);
-        }
-        _ => return None,
-    }
-    Some(key)
+    netconn::tcp_conn_key(cfg, tcp_conn)
 }

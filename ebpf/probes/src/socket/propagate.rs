@@ -7,6 +7,8 @@
 //! next HTTP/1 request written on a connection that has a queued value
 //! (`PENDING_TRACEPARENT`, set by the client probes). It inserts only into a complete,
 //! well-formed request head that has no `traceparent` yet; anything else passes untouched.
+//! On HTTP/2 connections of grpc-go clients the value goes into the stream's HEADERS frame
+//! instead (`h2`).
 
 use aya_ebpf::{
     bindings::{
@@ -20,7 +22,10 @@ use spanhook_common::{ConnKey, Counter, TargetConfig};
 
 use crate::{
     emit::count,
-    maps::{CONNECTING, HEAD_WINDOW, PENDING_TRACEPARENT, SCAN_MASK, SCRATCH, SOCKETS, TARGETS},
+    maps::{
+        CONNECTING, H2_CONNS, HEAD_WINDOW, PENDING_TRACEPARENT, SCAN_MASK, SCRATCH, SOCKETS,
+        TARGETS,
+    },
     scan::{self, PAD},
     traceparent::{header_line, HEADER_LINE_LEN},
 };
@@ -71,6 +76,11 @@ fn socket_cookie(ctx: &SockOpsContext) -> u64 {
 /// Inserts a queued `traceparent` into the next HTTP/1 request head on the connection.
 #[sk_msg]
 pub fn propagate_sk_msg(ctx: SkMsgContext) -> u32 {
+    // The kernel keeps a held message (`bpf_msg_cork_bytes`, see `h2`) as the socket's buffer
+    // for later writes without clearing how much it asked to hold: every run clears it, or
+    // each later write would be held back until that many bytes had built up again.
+    // SAFETY: plain helper call on the program's own message.
+    unsafe { aya_ebpf::helpers::generated::bpf_msg_cork_bytes(ctx.msg, 0) };
     let _ = try_inject(&ctx);
     SK_PASS
 }
@@ -121,10 +131,21 @@ fn conn_key(ctx: &SkMsgContext) -> Option<ConnKey> {
 
 fn try_inject(ctx: &SkMsgContext) -> Option<()> {
     let key = conn_key(ctx)?;
+    // An HTTP/2 connection a gRPC client probe queued for: its frames are followed instead.
+    if let Some(state) = H2_CONNS.get_ptr_mut(&key) {
+        super::h2::on_write(ctx, &key, state);
+        return Some(());
+    }
     // SAFETY: copied out at once.
-    let pending = unsafe { PENDING_TRACEPARENT.get(&key) }.copied()?;
-    // One attempt per queued value, whatever happens below.
-    let _ = PENDING_TRACEPARENT.remove(&key);
+    let pending = match unsafe { PENDING_TRACEPARENT.get(&key) }.copied() {
+        Some(p) => {
+            // One attempt per queued value, whatever happens below.
+            let _ = PENDING_TRACEPARENT.remove(&key);
+            p
+        }
+        // Rust clients queue by the writing thread (rust/propagate.rs).
+        None => crate::rust::propagate::take_for_thread()?,
+    };
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     if now.saturating_sub(pending.set_ns) > STALE_NS {

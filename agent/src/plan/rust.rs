@@ -1,0 +1,787 @@
+//! Rust programs: which functions to probe for each capability, chosen from a ranked list of
+//! candidates by demangled path, and why the better candidates were not usable.
+//!
+//! The default release build keeps hyper's HTTP/1 role functions
+//! (`<role::Server as Http1Transaction>::parse`/`encode` and the `Client` twins); they see the
+//! raw heads at fixed argument positions, so they are first. Fat LTO with one codegen unit
+//! inlines them into hyper's connection code; what survives there (`dispatch::Server::recv_msg`,
+//! `Conn::write_head`, `dispatch::Client::recv_msg`) is probed instead, with probes that find
+//! their values wherever LTO put them and key requests by task (ebpf/probes/src/rust/lto.rs),
+//! so they need task linking.
+//!
+//! Limits: reqwest's call functions are inlined by fat LTO too; the call is then seen at
+//! `http::uri::Uri::from_shared` (the URL parse it makes), and its errors only as a call
+//! dropped without a response (`error.type` `timeout_or_canceled`, connection refused
+//! included). hyper 1.1 copies the request target out of the head, which leaves the fat-LTO
+//! server probe nothing to find the head by: refused (see [`lto_server_unsupported`]). A client
+//! call links to the server span of the tokio task that awaits it; a call made from a task
+//! the handler spawned starts its own trace. tonic / h2 (gRPC, HTTP/2) are not traced.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use spanhook_common::TargetConfig;
+
+use super::{catalog::Capability, CapabilityOutcome, CapabilityPlan, PlanOptions, TargetPlan};
+use crate::{
+    attach::UprobeSite,
+    inspect::{
+        elf::ElfFile,
+        rust::{RustBinary, RustSymbols},
+    },
+};
+
+/// A function one part of a capability can use.
+#[derive(Debug)]
+pub struct RustCandidate {
+    /// The function's demangled path, without hash and generic arguments.
+    pub path: &'static str,
+    /// Kernel program at its entry.
+    pub entry_program: Option<&'static str>,
+    /// Kernel program at its return (a uretprobe: Rust does not move stacks).
+    pub return_program: Option<&'static str>,
+}
+
+impl RustCandidate {
+    const fn new(
+        path: &'static str,
+        entry_program: Option<&'static str>,
+        return_program: Option<&'static str>,
+    ) -> Self {
+        Self {
+            path,
+            entry_program,
+            return_program,
+        }
+    }
+}
+
+/// One part of a capability (e.g. "request head") and its candidates, best first.
+#[derive(Debug)]
+pub struct RustPart {
+    /// What the part gives.
+    pub role: &'static str,
+    /// Without it the capability (or strategy) is not usable; otherwise it adds detail.
+    pub required: bool,
+    /// Probe every candidate the binary has, not only the best (the candidates are
+    /// alternatives the program may take at run time, not substitutes).
+    pub all: bool,
+    /// Candidates, best first.
+    pub candidates: &'static [RustCandidate],
+}
+
+impl RustPart {
+    const fn one(role: &'static str, candidate: &'static [RustCandidate]) -> Self {
+        Self {
+            role,
+            required: true,
+            all: false,
+            candidates: candidate,
+        }
+    }
+}
+
+/// A way to trace a capability: parts whose probes work together (they key their records
+/// the same way), so a strategy is used whole or not at all.
+#[derive(Debug)]
+pub struct RustStrategy {
+    /// Its name, for `inspect`.
+    pub name: &'static str,
+    /// Its parts.
+    pub parts: &'static [RustPart],
+}
+
+/// A Rust capability: its strategies, best first, and parts that add detail to any of them.
+#[derive(Debug)]
+pub struct RustProbe {
+    /// What it traces.
+    pub capability: Capability,
+    /// Strategies, best first.
+    pub strategies: &'static [RustStrategy],
+    /// Optional parts, used with whichever strategy was chosen.
+    pub extras: &'static [RustPart],
+    /// `TargetConfig` flags set when it is traced.
+    pub flags: u32,
+}
+
+const SERVER_PARSE: &str =
+    "<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::parse";
+const SERVER_ENCODE: &str =
+    "<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::encode";
+const CLIENT_PARSE: &str =
+    "<hyper::proto::h1::role::Client as hyper::proto::h1::Http1Transaction>::parse";
+const CLIENT_ENCODE: &str =
+    "<hyper::proto::h1::role::Client as hyper::proto::h1::Http1Transaction>::encode";
+const SERVER_RECV: &str = "<hyper::proto::h1::dispatch::Server<S,hyper::body::incoming::Incoming> as hyper::proto::h1::dispatch::Dispatch>::recv_msg";
+const CLIENT_RECV: &str =
+    "<hyper::proto::h1::dispatch::Client<B> as hyper::proto::h1::dispatch::Dispatch>::recv_msg";
+/// Survives fat LTO for both roles (one copy per connection type); the probe tells a response
+/// head from a request head by its bytes.
+const WRITE_HEAD: &str = "hyper::proto::h1::conn::Conn<I,B,T>::write_head";
+const WRITE_HEAD_PROBES: RustCandidate = RustCandidate::new(
+    WRITE_HEAD,
+    Some("rust_h1_write_head"),
+    Some("rust_h1_wrote_head"),
+);
+
+/// The strategy for builds whose role functions were inlined (fat LTO).
+const LTO_STRATEGY: &str = "hyper connection functions (what fat LTO leaves)";
+
+/// Why the fat-LTO server probe cannot work with this binary's hyper, if it cannot: it finds
+/// the request head through the parsed request target, which hyper 1.1 copies out of the head
+/// (verified with hyper 1.1.0; 1.12.0 points into it). Unknown versions are tried.
+fn lto_server_unsupported(rust: &RustBinary) -> Option<String> {
+    let hyper = rust.crate_version("hyper")?;
+    (crate::inspect::rust::crates::compare_versions(hyper, "1.2.0") == std::cmp::Ordering::Less)
+        .then(|| {
+            format!(
+                "hyper {hyper} copies the request target out of the request head, and with its role functions inlined (fat LTO) nothing else leads to the head: build without fat LTO, or with hyper 1.12 or newer"
+            )
+        })
+}
+
+/// Every Rust capability, in report order.
+pub const RUST_PROBES: &[RustProbe] = &[
+    RustProbe {
+        capability: Capability::RustHttpServer,
+        strategies: &[
+            RustStrategy {
+                name: "hyper role functions",
+                parts: &[
+                    RustPart::one(
+                        "request head",
+                        &[RustCandidate::new(
+                            SERVER_PARSE,
+                            Some("rust_h1_server_parse"),
+                            None,
+                        )],
+                    ),
+                    RustPart::one(
+                        "response head",
+                        &[RustCandidate::new(
+                            SERVER_ENCODE,
+                            Some("rust_h1_server_encode"),
+                            Some("rust_h1_server_encoded"),
+                        )],
+                    ),
+                ],
+            },
+            RustStrategy {
+                name: LTO_STRATEGY,
+                parts: &[
+                    RustPart::one(
+                        "request head",
+                        &[RustCandidate::new(
+                            SERVER_RECV,
+                            Some("rust_h1_server_recv"),
+                            None,
+                        )],
+                    ),
+                    RustPart::one("response head", &[WRITE_HEAD_PROBES]),
+                ],
+            },
+        ],
+        extras: &[],
+        flags: TargetConfig::FLAG_RUST_HTTP_SERVER,
+    },
+    RustProbe {
+        capability: Capability::RustHttpClient,
+        strategies: &[
+            RustStrategy {
+                name: "hyper role functions",
+                parts: &[
+                    RustPart::one(
+                        "request head",
+                        &[RustCandidate::new(
+                            CLIENT_ENCODE,
+                            Some("rust_h1_client_encode"),
+                            Some("rust_h1_client_encoded"),
+                        )],
+                    ),
+                    RustPart::one(
+                        "response head",
+                        &[RustCandidate::new(
+                            CLIENT_PARSE,
+                            Some("rust_h1_client_parse"),
+                            None,
+                        )],
+                    ),
+                ],
+            },
+            RustStrategy {
+                name: LTO_STRATEGY,
+                parts: &[
+                    RustPart::one("request head", &[WRITE_HEAD_PROBES]),
+                    RustPart::one(
+                        "response head",
+                        &[RustCandidate::new(
+                            CLIENT_RECV,
+                            Some("rust_h1_client_recv"),
+                            None,
+                        )],
+                    ),
+                ],
+            },
+        ],
+        extras: &[
+            RustPart {
+                role: "reqwest call (URL, start, parent)",
+                required: false,
+                all: false,
+                candidates: &[
+                    RustCandidate::new(
+                        "reqwest::into_url::try_uri",
+                        Some("rust_reqwest_call_entry"),
+                        Some("rust_reqwest_call"),
+                    ),
+                    // What fat LTO leaves of it: the `Uri` parse `try_uri` calls. Other
+                    // callers parse origin-form targets (hyper's server) or proxy settings,
+                    // which the probe tells apart: it files only absolute URLs.
+                    RustCandidate::new(
+                        "http::uri::Uri::from_shared",
+                        Some("rust_reqwest_call_entry"),
+                        Some("rust_reqwest_call"),
+                    ),
+                ],
+            },
+            RustPart {
+                role: "reqwest errors",
+                required: false,
+                all: true,
+                candidates: &[
+                    RustCandidate::new(
+                        "reqwest::error::Error::new",
+                        None,
+                        Some("rust_reqwest_error"),
+                    ),
+                    RustCandidate::new("reqwest::error::request", None, Some("rust_reqwest_error")),
+                ],
+            },
+            RustPart {
+                role: "reqwest calls dropped without a response (timeouts)",
+                required: false,
+                all: true,
+                candidates: &[
+                    RustCandidate::new(
+                        "core::ptr::drop_in_place<reqwest::async_impl::client::Pending>",
+                        Some("rust_reqwest_dropped"),
+                        None,
+                    ),
+                    RustCandidate::new(
+                        "core::ptr::drop_in_place<reqwest::async_impl::client::PendingRequest>",
+                        Some("rust_reqwest_dropped"),
+                        None,
+                    ),
+                ],
+            },
+        ],
+        flags: TargetConfig::FLAG_RUST_HTTP_CLIENT,
+    },
+    RustProbe {
+        capability: Capability::RustTaskLinking,
+        strategies: &[RustStrategy {
+            name: "tokio task polls",
+            parts: &[RustPart {
+                role: "task polls",
+                required: true,
+                all: true,
+                candidates: &[RustCandidate::new(
+                    "tokio::runtime::task::raw::poll",
+                    Some("rust_task_poll"),
+                    None,
+                )],
+            }],
+        }],
+        extras: &[],
+        flags: TargetConfig::FLAG_RUST_TASKS,
+    },
+];
+
+/// A candidate that was not used, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rejected {
+    /// The candidate's path.
+    pub symbol: String,
+    /// Why it was not used.
+    pub reason: String,
+}
+
+/// How one part of a capability was resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PartChoice {
+    /// The capability.
+    pub capability: Capability,
+    /// The part.
+    pub role: &'static str,
+    /// The function used (with the number of copies probed), if any.
+    pub chosen: Option<String>,
+    /// Better candidates that were not usable, and why.
+    pub rejected: Vec<Rejected>,
+}
+
+/// The reason a stripped Rust binary cannot be traced, for `inspect` and `attach`.
+pub const STRIPPED: &str = "the binary's symbol table was removed (`strip = \"symbols\"` or `strip -s`), so its functions cannot be found: build it with symbols kept (`strip = \"none\"` or `strip = \"debuginfo\"` in the Cargo profile; debug info is not needed), or trace it at the socket level (`--capture sockets`, which `--capture auto` falls back to)";
+
+/// Plans the probes of a Rust binary; also returns how each part was resolved.
+pub fn plan_rust(
+    elf: &ElfFile,
+    rust: &RustBinary,
+    symbols: &RustSymbols,
+    options: PlanOptions,
+) -> (TargetPlan, Vec<PartChoice>) {
+    let mut config = TargetConfig::empty();
+    let mut sites = Vec::new();
+    let mut capabilities = Vec::new();
+    let mut choices = Vec::new();
+    let mut warnings = Vec::new();
+    for probe in RUST_PROBES {
+        if rust.stripped() {
+            capabilities.push(CapabilityPlan {
+                capability: probe.capability,
+                outcome: CapabilityOutcome::NotTraced {
+                    reason: STRIPPED.to_string(),
+                },
+            });
+            continue;
+        }
+        let mut planned = Vec::new();
+        let mut names = Vec::new();
+        let mut failure = None;
+        // Candidates of better strategies that could not be used, by role.
+        let mut passed_over: Vec<(&'static str, Rejected)> = Vec::new();
+        let mut chosen = None;
+        let mut chosen_strategy = "";
+        for strategy in probe.strategies {
+            let resolved: Vec<(PartChoice, PartResult)> = strategy
+                .parts
+                .iter()
+                .map(|part| resolve_part(elf, symbols, probe.capability, part))
+                .collect();
+            let missing: Vec<String> = strategy
+                .parts
+                .iter()
+                .zip(&resolved)
+                .filter_map(|(part, (_, r))| match r {
+                    Err(reason) if part.required => Some(format!("{}: {reason}", part.role)),
+                    _ => None,
+                })
+                .collect();
+            if missing.is_empty() {
+                chosen = Some(resolved);
+                chosen_strategy = strategy.name;
+                break;
+            }
+            let why = missing.join("; ");
+            for (part, (choice, r)) in strategy.parts.iter().zip(&resolved) {
+                match r {
+                    Err(_) => {
+                        passed_over.extend(choice.rejected.iter().cloned().map(|x| (part.role, x)))
+                    }
+                    Ok((label, _)) => passed_over.push((
+                        part.role,
+                        Rejected {
+                            symbol: label.clone(),
+                            reason: format!(
+                                "present, but its strategy ({}) also needs {why}",
+                                strategy.name
+                            ),
+                        },
+                    )),
+                }
+            }
+            if failure.is_none() {
+                failure = Some(why);
+            }
+        }
+        match chosen {
+            Some(resolved) => {
+                failure = None;
+                for (mut choice, r) in resolved {
+                    let mut earlier: Vec<Rejected> = passed_over
+                        .iter()
+                        .filter(|(role, _)| *role == choice.role)
+                        .map(|(_, r)| r.clone())
+                        .collect();
+                    earlier.append(&mut choice.rejected);
+                    choice.rejected = earlier;
+                    if let Ok((label, part_sites)) = r {
+                        names.push(label);
+                        planned.extend(part_sites);
+                    }
+                    choices.push(choice);
+                }
+                for part in probe.extras {
+                    let (choice, r) = resolve_part(elf, symbols, probe.capability, part);
+                    match r {
+                        Ok((label, part_sites)) => {
+                            names.push(label);
+                            planned.extend(part_sites);
+                        }
+                        Err(reason) => warnings.push(format!(
+                            "{} {}: {reason}",
+                            probe.capability.name(),
+                            part.role
+                        )),
+                    }
+                    choices.push(choice);
+                }
+            }
+            None => {
+                let mut roles: Vec<&'static str> = Vec::new();
+                for (role, _) in &passed_over {
+                    if !roles.contains(role) {
+                        roles.push(role);
+                    }
+                }
+                for role in roles {
+                    choices.push(PartChoice {
+                        capability: probe.capability,
+                        role,
+                        chosen: None,
+                        rejected: passed_over
+                            .iter()
+                            .filter(|(r, _)| *r == role)
+                            .map(|(_, x)| x.clone())
+                            .collect(),
+                    });
+                }
+            }
+        }
+        if failure.is_none()
+            && probe.capability == Capability::RustHttpServer
+            && chosen_strategy == LTO_STRATEGY
+        {
+            failure = lto_server_unsupported(rust);
+        }
+        let nothing_to_link = probe.capability == Capability::RustTaskLinking
+            && config.flags
+                & (TargetConfig::FLAG_RUST_HTTP_SERVER | TargetConfig::FLAG_RUST_HTTP_CLIENT)
+                == 0;
+        if failure.is_none() && nothing_to_link {
+            failure =
+                Some("no HTTP server or client is traced, so there is nothing to link".into());
+        }
+        let outcome = match failure {
+            Some(reason) => CapabilityOutcome::NotTraced { reason },
+            None => {
+                // Two capabilities may share a function (fat LTO's `Conn::write_head` serves
+                // both roles): attach each program at each place once.
+                planned.retain(|p| {
+                    !sites
+                        .iter()
+                        .any(|s: &UprobeSite| s.program == p.program && s.offset == p.offset)
+                });
+                let entry_offset = planned.first().map_or(0, |s: &UprobeSite| s.offset);
+                let returns = planned
+                    .iter()
+                    .filter(|s| s.label.ends_with("(return)"))
+                    .count();
+                sites.extend(planned);
+                config.flags |= probe.flags;
+                CapabilityOutcome::Traced {
+                    symbol: names.join(" + "),
+                    entry_offset,
+                    returns,
+                }
+            }
+        };
+        capabilities.push(CapabilityPlan {
+            capability: probe.capability,
+            outcome,
+        });
+    }
+    // Propagation rides on the client's request-head probe (see ebpf/probes/src/rust/propagate.rs).
+    let client = capabilities.iter().find_map(|c| match &c.outcome {
+        CapabilityOutcome::Traced { entry_offset, .. }
+            if c.capability == Capability::RustHttpClient =>
+        {
+            Some(*entry_offset)
+        }
+        _ => None,
+    });
+    let outcome = match (options.propagate, client) {
+        _ if rust.stripped() => CapabilityOutcome::NotTraced {
+            reason: STRIPPED.to_string(),
+        },
+        (false, _) => CapabilityOutcome::NotTraced {
+            reason: "opt-in: pass --propagate to write traceparent into outgoing HTTP/1 requests"
+                .into(),
+        },
+        (true, None) => CapabilityOutcome::NotTraced {
+            reason: "the HTTP client is not traced".into(),
+        },
+        (true, Some(entry_offset)) => {
+            config.flags |= TargetConfig::FLAG_PROPAGATE | TargetConfig::FLAG_RUST_PROPAGATE;
+            let head = choices
+                .iter()
+                .find(|c| c.capability == Capability::RustHttpClient && c.role == "request head")
+                .and_then(|c| c.chosen.clone())
+                .unwrap_or_default();
+            CapabilityOutcome::Traced {
+                symbol: format!("{head} (request head → sk_msg on the socket)"),
+                entry_offset,
+                returns: 0,
+            }
+        }
+    };
+    capabilities.push(CapabilityPlan {
+        capability: Capability::RustHttpPropagation,
+        outcome,
+    });
+    // gRPC over h2 (tonic) has no symbol-level probes yet: say so rather than stay silent.
+    if !rust.stripped() {
+        if let Some(krate) = ["tonic", "h2"]
+            .into_iter()
+            .find(|k| rust.crate_version(k).is_some())
+        {
+            warnings.push(format!(
+                "the binary contains {krate} {}: gRPC and HTTP/2 over h2 are not traced at symbol level (not implemented); only its HTTP/1 traffic is",
+                rust.crate_version(krate).unwrap_or_default()
+            ));
+        }
+    }
+    // The server honours incoming `traceparent` headers like the Go server.
+    if config.flags & TargetConfig::FLAG_RUST_HTTP_SERVER != 0 {
+        config.flags |= TargetConfig::FLAG_SERVER_TRACEPARENT;
+    }
+    let plan = TargetPlan {
+        config,
+        sites,
+        capabilities,
+        offsets: Vec::new(),
+        warnings,
+    };
+    (plan, choices)
+}
+
+type PartResult = Result<(String, Vec<UprobeSite>), String>;
+
+fn resolve_part(
+    elf: &ElfFile,
+    symbols: &RustSymbols,
+    capability: Capability,
+    part: &RustPart,
+) -> (PartChoice, PartResult) {
+    let mut rejected = Vec::new();
+    let mut all_sites = Vec::new();
+    let mut all_labels: Vec<String> = Vec::new();
+    for c in part.candidates {
+        let copies = symbols.find(c.path);
+        if copies.is_empty() {
+            rejected.push(Rejected {
+                symbol: c.path.to_string(),
+                reason: "not in the symbol table (inlined, or the program does not use it)"
+                    .to_string(),
+            });
+            continue;
+        }
+        let mut sites = Vec::new();
+        let mut bad = None;
+        let mut seen = BTreeSet::new();
+        for f in copies {
+            if !seen.insert(f.address) {
+                continue;
+            }
+            let Some(offset) = elf.vaddr_to_offset(f.address) else {
+                bad = Some(format!("{:#x} is not in a file-backed segment", f.address));
+                break;
+            };
+            if let Some(program) = c.entry_program {
+                sites.push(UprobeSite {
+                    program,
+                    offset,
+                    label: format!("{} (entry)", c.path),
+                    binary: None,
+                });
+            }
+            if let Some(program) = c.return_program {
+                sites.push(UprobeSite {
+                    program,
+                    offset,
+                    label: format!("{} (return)", c.path),
+                    binary: None,
+                });
+            }
+        }
+        if let Some(reason) = bad {
+            rejected.push(Rejected {
+                symbol: c.path.to_string(),
+                reason,
+            });
+            continue;
+        }
+        let label = if seen.len() > 1 {
+            format!("{} ({} copies)", c.path, seen.len())
+        } else {
+            c.path.to_string()
+        };
+        if part.all {
+            all_sites.extend(sites);
+            all_labels.push(label);
+            continue;
+        }
+        let choice = PartChoice {
+            capability,
+            role: part.role,
+            chosen: Some(label.clone()),
+            rejected,
+        };
+        return (choice, Ok((label, sites)));
+    }
+    if !all_labels.is_empty() {
+        let label = all_labels.join(", ");
+        let choice = PartChoice {
+            capability,
+            role: part.role,
+            chosen: Some(label.clone()),
+            rejected,
+        };
+        return (choice, Ok((label, all_sites)));
+    }
+    let reason = match rejected.as_slice() {
+        [] => "no candidate".to_string(),
+        [only] => format!("{}: {}", only.symbol, only.reason),
+        many => many
+            .iter()
+            .map(|r| format!("{}: {}", r.symbol, r.reason))
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    let choice = PartChoice {
+        capability,
+        role: part.role,
+        chosen: None,
+        rejected,
+    };
+    (choice, Err(reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::rust::{analyze, fixtures};
+
+    fn plan_of(path: &std::path::Path) -> (RustBinary, TargetPlan, Vec<PartChoice>) {
+        let elf = ElfFile::open(path).unwrap();
+        let symbols = RustSymbols::read(&elf);
+        let rust = analyze(&elf, &symbols).expect("a Rust binary");
+        let (plan, choices) = plan_rust(&elf, &rust, &symbols, PlanOptions::default());
+        (rust, plan, choices)
+    }
+
+    #[test]
+    fn default_release_builds_use_the_role_functions() {
+        let release: Vec<_> = fixtures::all()
+            .into_iter()
+            .filter(|f| f.profile == "release")
+            .collect();
+        assert!(!release.is_empty(), "no release fixtures built");
+        for f in release {
+            let (rust, plan, choices) = plan_of(&f.path);
+            assert!(
+                rust.crate_version("hyper").is_some(),
+                "{}",
+                f.path.display()
+            );
+            assert!(rust.rustc.is_some());
+            assert!(
+                plan.traces(Capability::RustHttpServer),
+                "{:?}",
+                plan.reasons()
+            );
+            let server = choices
+                .iter()
+                .find(|c| c.capability == Capability::RustHttpServer && c.role == "request head")
+                .unwrap();
+            assert_eq!(server.chosen.as_deref(), Some(SERVER_PARSE));
+            assert!(server.rejected.is_empty());
+            if f.program == "httpchain" {
+                assert!(
+                    plan.traces(Capability::RustHttpClient),
+                    "{:?}",
+                    plan.reasons()
+                );
+                assert!(plan.traces(Capability::RustTaskLinking));
+            }
+            // Every site is in the file, and return probes sit on function entries too.
+            for s in &plan.sites {
+                assert!(elf_has(&f.path, s.offset));
+            }
+        }
+    }
+
+    fn elf_has(path: &std::path::Path, offset: u64) -> bool {
+        std::fs::metadata(path).unwrap().len() > offset
+    }
+
+    #[test]
+    fn fat_lto_builds_use_what_survives_and_say_why() {
+        let lto: Vec<_> = fixtures::all()
+            .into_iter()
+            .filter(|f| f.profile == "lto")
+            .collect();
+        assert!(!lto.is_empty(), "no fat-LTO fixtures built");
+        for f in lto {
+            let (rust, plan, choices) = plan_of(&f.path);
+            let server = choices
+                .iter()
+                .find(|c| c.capability == Capability::RustHttpServer && c.role == "request head")
+                .unwrap();
+            let first = &server.rejected[0];
+            assert_eq!(first.symbol, SERVER_PARSE, "{}", f.path.display());
+            assert!(first.reason.contains("inlined"), "{first:?}");
+            assert!(
+                server
+                    .chosen
+                    .as_deref()
+                    .is_some_and(|c| c.contains("recv_msg")),
+                "{server:?}"
+            );
+            if lto_server_unsupported(&rust).is_some() {
+                // hyper 1.1 (the oldest set): refused, with the reason.
+                assert!(!plan.traces(Capability::RustHttpServer));
+                assert!(
+                    plan.reasons()
+                        .iter()
+                        .any(|r| r.contains("copies the request target")),
+                    "{:?}",
+                    plan.reasons()
+                );
+            } else {
+                assert!(
+                    plan.traces(Capability::RustHttpServer),
+                    "{:?}",
+                    plan.reasons()
+                );
+            }
+            assert!(plan.traces(Capability::RustHttpClient));
+            assert!(plan.traces(Capability::RustTaskLinking));
+            // `Conn::write_head` serves both roles and is probed once.
+            let mut seen = std::collections::HashSet::new();
+            for s in &plan.sites {
+                assert!(seen.insert((s.program, s.offset)), "{s:?} twice");
+            }
+        }
+    }
+
+    #[test]
+    fn stripped_builds_are_refused_with_what_to_do() {
+        let stripped: Vec<_> = fixtures::all()
+            .into_iter()
+            .filter(|f| f.profile == "stripped")
+            .collect();
+        assert!(!stripped.is_empty(), "no stripped fixtures built");
+        for f in stripped {
+            let (rust, plan, _) = plan_of(&f.path);
+            assert!(rust.stripped());
+            assert!(!plan.traces_anything());
+            for r in plan.reasons() {
+                assert!(
+                    r.contains("strip = \\\"symbols\\\"") || r.contains("strip = \"symbols\""),
+                    "{r}"
+                );
+                assert!(r.contains("symbols kept"), "{r}");
+            }
+        }
+    }
+}
