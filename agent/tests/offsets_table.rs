@@ -63,3 +63,73 @@ fn the_embedded_table_matches_dwarf_for_every_release() {
     }
     assert!(checked >= 11, "only {checked} builds with DWARF");
 }
+
+#[test]
+fn the_embedded_grpc_rows_match_dwarf_for_every_grpc_release_built() {
+    let table = OffsetTable::embedded();
+    let fields: Vec<GoField> = GoField::ALL
+        .iter()
+        .copied()
+        .filter(|f| f.module() == "google.golang.org/grpc")
+        .collect();
+    let wanted: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|f| (f.type_name(), f.field_name()))
+        .collect();
+    let mut checked = 0;
+    for f in go_fixtures()
+        .into_iter()
+        .filter(|f| f.program.starts_with("grpcchain-grpc-") && !f.stripped)
+    {
+        let elf = ElfFile::open(&f.path).unwrap();
+        let go = golang::analyze(&elf).unwrap().unwrap();
+        let grpc = go
+            .build
+            .deps
+            .iter()
+            .find(|m| m.path == "google.golang.org/grpc")
+            .unwrap_or_else(|| panic!("{}: no grpc module", f.label()));
+        let version = parse_version(&grpc.version);
+        let found = dwarf::struct_field_offsets(&elf, &wanted).unwrap();
+        for field in &fields {
+            let from_dwarf = found
+                .get(&(
+                    field.type_name().to_string(),
+                    field.field_name().to_string(),
+                ))
+                .copied();
+            let from_table = table
+                .lookup(
+                    "google.golang.org/grpc",
+                    field.type_name(),
+                    field.field_name(),
+                    version,
+                )
+                .map(|(o, _)| o as u64);
+            // A field the release does not have is absent from both.
+            assert_eq!(
+                from_table,
+                from_dwarf,
+                "{} (grpc {}): {}.{} (run `cargo xtask offsets`)",
+                f.label(),
+                grpc.version,
+                field.type_name(),
+                field.field_name()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} gRPC builds with DWARF");
+}
+
+fn parse_version(v: &str) -> (u32, u32, u32) {
+    let mut parts = v
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse().unwrap_or(0));
+    (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    )
+}

@@ -1,10 +1,14 @@
-//! `cargo xtask demo`: a small Go service traced live, its spans printed as trees.
+//! `cargo xtask demo`: a Go → Rust → Go chain of real services traced live, each request one
+//! trace across the three processes, printed as trees.
 //!
-//! Builds the fixture service and the agent, starts the service, attaches spanhook with the
-//! console view, and drives traffic with curl until Ctrl-C or the duration ends.
+//! Builds the fixtures (a stripped Go service and an axum + reqwest service in its default
+//! release profile) and the agent, starts `frontend` (Go), `inventory` (Rust) and `pricing`
+//! (Go), attaches spanhook to all three with `--propagate` and the console view, and drives
+//! traffic with curl until Ctrl-C or the duration ends.
 
 use std::{
     io::{BufRead, BufReader},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -34,11 +38,30 @@ impl Drop for Killed {
     }
 }
 
+/// Starts a fixture service on a free port and returns it with its base URL.
+fn start(binary: &Path, service: &str) -> Result<(Killed, String)> {
+    let mut child = Command::new(binary)
+        .args(["-addr", "127.0.0.1:0"])
+        .env("OTEL_SERVICE_NAME", service)
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
+    let port = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .with_context(|| format!("{service} did not report its port"))?;
+    Ok((Killed(child), format!("http://127.0.0.1:{port}")))
+}
+
 /// Runs the demo.
 pub fn run(args: &Args) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("the demo attaches eBPF uprobes to a live process: run `cargo xtask demo` as root");
+        bail!("the demo attaches eBPF uprobes to live processes: run `cargo xtask demo` as root");
     }
     let tools = setup::run()?;
     let newest = fixtures::GO_RELEASES.last().unwrap().to_string();
@@ -47,10 +70,11 @@ pub fn run(args: &Args) -> Result<()> {
         &fixtures::Args {
             go: vec![newest.clone()],
             variant: vec!["stripped".into()],
-            program: vec!["httpserver".into()],
+            program: vec!["httpchain".into()],
         },
     )?;
-    let server_bin = built.first().context("no fixture built")?.path.clone();
+    let go_bin = built.first().context("no Go fixture built")?.path.clone();
+    let rust_bin = crate::fixtures_rust::build_release("httpchain")?;
     eprintln!("demo: building spanhook");
     cmd::run(Command::new("cargo").current_dir(crate::root()).args([
         "build",
@@ -65,54 +89,65 @@ pub fn run(args: &Args) -> Result<()> {
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
 
-    let mut server = Command::new(&server_bin)
-        .args(["-addr", "127.0.0.1:0"])
-        .env("OTEL_SERVICE_NAME", "shop-frontend")
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", server_bin.display()))?;
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line)?;
-    let port = line
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-        .context("the demo service did not report its port")?;
-    let server = Killed(server);
+    let (frontend, front_url) = start(&go_bin, "frontend")?;
+    let (inventory, inv_url) = start(&rust_bin, "inventory")?;
+    let (pricing, price_url) = start(&go_bin, "pricing")?;
     eprintln!(
-        "demo: Go {newest} service (stripped binary) pid {} on 127.0.0.1:{port}; attaching spanhook",
-        server.0.id()
+        "demo: frontend (Go {newest}, stripped) pid {}, inventory (Rust, axum + reqwest) pid {}, \
+         pricing (Go) pid {}; attaching spanhook",
+        frontend.0.id(),
+        inventory.0.id(),
+        pricing.0.id()
     );
-    let agent = Command::new(&spanhook)
-        .args(["attach", "--pid", &server.0.id().to_string(), "--console"])
+    let pids = [&frontend, &inventory, &pricing].map(|s| s.0.id().to_string());
+    let mut attach = Command::new(&spanhook);
+    attach.arg("attach");
+    for pid in &pids {
+        attach.args(["--pid", pid]);
+    }
+    attach
+        .args(["--propagate", "--console"])
         .args(["--duration", &args.duration.to_string()])
-        .spawn()
-        .context("starting spanhook")?;
-    let mut agent = Killed(agent);
-    // Give the agent a moment to attach before the first request.
-    std::thread::sleep(Duration::from_millis(800));
+        .stderr(Stdio::piped());
+    let mut agent = Killed(attach.spawn().context("starting spanhook")?);
+    // Wait until every probe is in place before the first request.
+    let mut log = BufReader::new(agent.0.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if log.read_line(&mut line)? == 0 {
+            bail!("spanhook exited before attaching");
+        }
+        eprint!("{line}");
+        if line.contains("exporting to") {
+            break;
+        }
+    }
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while log.read_line(&mut line).unwrap_or(0) > 0 {
+            eprint!("{line}");
+            line.clear();
+        }
+    });
 
-    let base = format!("http://127.0.0.1:{port}");
-    let paths = [
-        "/hello",
-        "/items/42",
-        "/slow?ms=150",
-        "/error",
-        "/missing",
-        "/items/7",
+    let requests = [
+        format!("{front_url}/chain/order-1?next={inv_url},{price_url}"),
+        format!("{inv_url}/direct/stock-7?next={price_url}"),
+        format!("{front_url}/fanout/cart-3?next={inv_url}&n=2"),
+        format!("{inv_url}/status/503"),
+        format!("{front_url}/chain/order-2?next={inv_url},{price_url}"),
     ];
     let started = Instant::now();
     let mut i = 0;
     while !stop.load(Ordering::SeqCst)
         && started.elapsed() < Duration::from_secs(args.duration.saturating_sub(1))
     {
-        let path = paths[i % paths.len()];
         let mut curl = Command::new("curl");
         curl.args(["-s", "-o", "/dev/null"])
-            .arg(format!("{base}{path}"));
-        if i % 5 == 0 {
-            // A caller that already has a trace: the server span joins it.
+            .arg(&requests[i % requests.len()]);
+        if i % 7 == 0 {
+            // A caller that already has a trace: the chain joins it.
             curl.args([
                 "-H",
                 "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
@@ -125,7 +160,7 @@ pub fn run(args: &Args) -> Result<()> {
     // SAFETY: signalling our own child so it flushes and detaches.
     unsafe { libc::kill(agent.0.id() as i32, libc::SIGINT) };
     let status = agent.0.wait()?;
-    drop(server);
+    drop((frontend, inventory, pricing));
     if !status.success() {
         bail!("spanhook exited with {status}");
     }

@@ -93,6 +93,20 @@ pub fn build() -> Result<Vec<Built>> {
     Ok(built)
 }
 
+/// Builds one program with its own (newest) dependencies in the default release profile: what
+/// the demo runs, without the rest of the matrix.
+pub fn build_release(program: &str) -> Result<PathBuf> {
+    let dir = crate::root().join("fixtures/rust").join(program);
+    build_one(
+        &dir,
+        program,
+        "newest",
+        &dir.join("Cargo.toml"),
+        &dir.join("Cargo.lock"),
+        "release",
+    )
+}
+
 /// The dependency sets of a program: `newest` (its own files) and each `sets/NAME.toml`.
 fn sets(dir: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>> {
     let mut out = vec![(
