@@ -9,9 +9,11 @@
 
 pub mod attach;
 pub mod cli;
+pub mod discovery;
 pub mod events;
 pub mod export;
 pub mod inspect;
+pub mod metrics;
 pub mod plan;
 pub mod reassembly;
 pub mod spans;

@@ -7,6 +7,7 @@ mod bench;
 mod cmd;
 mod collector;
 mod demo;
+mod deploy;
 mod fixtures;
 mod fixtures_native;
 mod fixtures_rust;
@@ -14,6 +15,7 @@ mod fuzz;
 mod go;
 mod offsets;
 mod setup;
+mod soak;
 mod test;
 mod thirdparty;
 
@@ -39,12 +41,17 @@ enum Command {
     Offsets(offsets::Args),
     /// Run the whole test suite: set-up, fixtures, unit tests and the root-only kernel tests.
     Test(test::Args),
+    /// Validate deploy/: helm lint/template, Kubernetes schemas, hadolint, systemd-analyze.
+    Deploy,
     /// Trace a small Go service live and print its spans.
     Demo(demo::Args),
     /// Fuzz every parser for a bounded time (or --runs executions) from real-build seeds.
     Fuzz(fuzz::Args),
     /// Measure overhead against a bare uprobe, OBI and otelhttp; write BENCHMARKS.md.
     Bench(bench::Args),
+    /// Send the same requests without and with the agent to the Go matrix and Rust fixtures,
+    /// compare every response byte for byte, count spans; write SOAK.md.
+    Soak(soak::Args),
 }
 
 fn main() -> Result<()> {
@@ -62,9 +69,11 @@ fn main() -> Result<()> {
             offsets::run(&tools, &args)
         }
         Command::Test(args) => test::run(&args),
+        Command::Deploy => deploy::run(),
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Soak(args) => soak::run(&args),
     }
 }
 

@@ -29,11 +29,31 @@ pub fn run() -> Result<Tools> {
     apt_tools(&[
         ("bpftool", "bpftool"),
         ("curl", "curl"),
+        // agent/tests/least_privilege.rs runs the agent with chosen capabilities.
+        ("setpriv", "util-linux"),
+        // `cargo xtask deploy` verifies the systemd unit.
+        ("systemd-analyze", "systemd"),
         ("tmux", "tmux"),
         ("wrk", "wrk"),
     ])?;
+    // agent/tests/export_metrics.rs parses the Prometheus endpoint with Prometheus's own
+    // Python parser (Debian's CPython, not a pyenv one).
+    python_module("prometheus_client", "python3-prometheus-client")?;
     let go = go::ensure()?;
     Ok(Tools { go })
+}
+
+/// Installs `package` unless Debian's python3 can already import `module`.
+fn python_module(module: &str, package: &str) -> Result<()> {
+    let present = Command::new("/usr/bin/python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("setup: installing {package}");
+    apt_install(&[package])
 }
 
 /// Makes sure the nightly and its `rust-src` exist; returns the nightly's LLVM major.

@@ -49,5 +49,8 @@ pub fn run(args: &Args) -> Result<()> {
         test.args(&args.cargo_args);
     }
     cmd::run(&mut test)?;
+    // The deployment files with the real validators (Helm, Kubernetes schemas, hadolint,
+    // systemd-analyze): seconds once their tools are installed.
+    crate::deploy::run()?;
     crate::fuzz::bounded(crate::fuzz::TEST_SECONDS)
 }

@@ -23,6 +23,13 @@ pub fn effective_capabilities() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether this process has CAP_SYS_ADMIN, which creating uprobes through perf_event_open
+/// needs on kernels with Linux commit ba677dbe77af (6.16, and the 6.x stable releases of July
+/// 2025 on).
+pub fn has_sys_admin() -> bool {
+    effective_capabilities() & (1 << CAP_SYS_ADMIN) != 0
+}
+
 /// Names of the needed capabilities this process lacks.
 pub fn missing_capabilities() -> Vec<&'static str> {
     missing_from(effective_capabilities())

@@ -22,6 +22,9 @@ pub enum LoadError {
         #[source]
         source: Box<EbpfError>,
     },
+    /// The kernel lacks what the programs need (see `kernel_check`), found before loading.
+    #[error("this kernel cannot run spanhook's eBPF programs: {0}")]
+    UnsupportedKernel(String),
     /// The kernel refused the programs.
     #[error("the kernel refused spanhook's eBPF programs: {source}")]
     Kernel {
@@ -29,6 +32,52 @@ pub enum LoadError {
         #[source]
         source: Box<EbpfError>,
     },
+}
+
+/// The socket map of opt-in propagation (`BPF_MAP_TYPE_SOCKHASH`).
+const SOCKET_MAP: &str = "SOCKETS";
+
+/// Whether this process may create socket maps and load network programs (CAP_NET_ADMIN, or
+/// CAP_SYS_ADMIN which implies it).
+fn net_admin() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    let caps = features::effective_capabilities();
+    caps & ((1 << CAP_NET_ADMIN) | (1 << CAP_SYS_ADMIN)) != 0
+}
+
+/// Without CAP_NET_ADMIN the kernel refuses to create any socket map, and with it the whole
+/// object, though only opt-in propagation (which needs CAP_NET_ADMIN anyway) uses one. So a
+/// process without it loads a copy of the object whose `SOCKETS` map is a plain one-entry hash
+/// map: tracing works with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH alone,
+/// and `--propagate` still fails naming CAP_NET_ADMIN. `None`: load the object as it is.
+fn without_socket_map(object: &[u8]) -> Option<Vec<u8>> {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    const BPF_MAP_TYPE_HASH: u32 = 1;
+    const BPF_MAP_TYPE_SOCKHASH: u32 = 18;
+    if net_admin() {
+        return None;
+    }
+    let file = object::File::parse(object).ok()?;
+    let symbol = file.symbols().find(|s| s.name() == Ok(SOCKET_MAP))?;
+    let section = file.section_by_index(symbol.section_index()?).ok()?;
+    if section.name() != Ok("maps") {
+        return None;
+    }
+    // A legacy map definition: `bpf_map_def { type, key_size, value_size, max_entries, .. }`.
+    let (start, size) = section.file_range()?;
+    let at = usize::try_from(symbol.address().checked_add(start)?).ok()?;
+    if symbol.address() + 4 > size {
+        return None;
+    }
+    let map_type = u32::from_le_bytes(object.get(at..at + 4)?.try_into().ok()?);
+    if map_type != BPF_MAP_TYPE_SOCKHASH {
+        return None;
+    }
+    let mut patched = object.to_vec();
+    patched[at..at + 4].copy_from_slice(&BPF_MAP_TYPE_HASH.to_le_bytes());
+    tracing::debug!("no CAP_NET_ADMIN: {SOCKET_MAP} is a placeholder; --propagate is unavailable");
+    Some(patched)
 }
 
 /// Loads and verifies every program; attaching comes later.
@@ -48,7 +97,17 @@ pub fn load() -> Result<Ebpf, LoadError> {
             }
         }
     };
-    let mut ebpf = Ebpf::load(PROBES).map_err(classify)?;
+    let mut loader = aya::EbpfLoader::new();
+    let placeholder;
+    let object = match without_socket_map(PROBES) {
+        Some(patched) => {
+            placeholder = patched;
+            loader.map_max_entries(SOCKET_MAP, 1);
+            &placeholder[..]
+        }
+        None => PROBES,
+    };
+    let mut ebpf = loader.load(object).map_err(classify)?;
     let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
     for name in names {
         let program = ebpf.program_mut(&name).expect("listed above");
@@ -61,4 +120,68 @@ pub fn load() -> Result<Ebpf, LoadError> {
             .map_err(|e| classify(EbpfError::ProgramError(e)))?;
     }
     Ok(ebpf)
+}
+
+/// What the kernel's verifier reports for one loaded program.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct VerifiedProgram {
+    /// Name of the program (a function in ebpf/probes).
+    pub name: String,
+    /// Its kind: `uprobe`, `tracepoint`, `sock_ops` or `sk_msg`.
+    pub kind: &'static str,
+    /// Instructions the verifier processed (`bpf_prog_info.verified_insns`, kernel 5.16+).
+    pub verified_insns: Option<u32>,
+    /// Size of the program after the verifier's rewrites, in bytes.
+    pub xlated_bytes: Option<u32>,
+    /// Size of the JIT-compiled program, in bytes.
+    pub jited_bytes: Option<u32>,
+}
+
+/// Loads every embedded program of every kind into the kernel without attaching any, and
+/// reads what the verifier reports for each (for `spanhook verifier` and the budget test).
+/// The programs are unloaded when this returns.
+pub fn load_every_program() -> Result<Vec<VerifiedProgram>, LoadError> {
+    use aya::programs::Program;
+    let mut ebpf = load()?;
+    let classify = |e: aya::programs::ProgramError| {
+        let missing = features::missing_capabilities();
+        let source = Box::new(EbpfError::ProgramError(e));
+        if missing.is_empty() {
+            LoadError::Kernel { source }
+        } else {
+            LoadError::Privileges {
+                missing: missing.join(", "),
+                source,
+            }
+        }
+    };
+    let mut out = Vec::new();
+    for (name, program) in ebpf.programs_mut() {
+        let kind = match program {
+            Program::UProbe(_) => "uprobe",
+            Program::TracePoint(p) => {
+                p.load().map_err(classify)?;
+                "tracepoint"
+            }
+            Program::SockOps(p) => {
+                p.load().map_err(classify)?;
+                "sock_ops"
+            }
+            Program::SkMsg(p) => {
+                p.load().map_err(classify)?;
+                "sk_msg"
+            }
+            _ => "other",
+        };
+        let info = program.info().map_err(classify)?;
+        out.push(VerifiedProgram {
+            name: name.to_string(),
+            kind,
+            verified_insns: info.verified_instruction_count(),
+            xlated_bytes: info.size_translated(),
+            jited_bytes: Some(info.size_jitted()).filter(|&n| n > 0),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }

@@ -6,7 +6,9 @@
 //! against a process it has no configuration for.
 
 pub mod features;
+pub mod kernel_check;
 pub mod kernel_layout;
+pub mod lifecycle;
 pub mod loader;
 pub mod propagate;
 pub mod ringbuf;
@@ -24,6 +26,7 @@ use spanhook_common::{
     PendingTraceparent, TargetConfig, TraceIds,
 };
 
+pub use lifecycle::LifecycleError;
 pub use loader::LoadError;
 pub use propagate::{PropagationError, PropagationReport};
 pub use ringbuf::EventReader;
@@ -87,6 +90,17 @@ pub enum AttachError {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    /// The kernel refused to create a uprobe for lack of a capability.
+    #[error("cannot attach {label} for pid {pid}: the kernel refused to create the uprobe ({source}); creating uprobes through perf_event_open needs CAP_SYS_ADMIN on this kernel (Linux reverted CAP_PERFMON's access to uprobes in 6.16, also in the 6.x stable releases), which this process lacks")]
+    UprobeNeedsSysAdmin {
+        /// The process.
+        pid: u32,
+        /// The probe.
+        label: String,
+        /// Cause.
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
     /// The process is already traced.
     #[error("pid {0} is already attached")]
     AlreadyAttached(u32),
@@ -106,6 +120,7 @@ pub struct Probes {
 impl Probes {
     /// Loads the embedded programs into the kernel.
     pub fn load() -> Result<Self, LoadError> {
+        kernel_check::check_at_start().map_err(LoadError::UnsupportedKernel)?;
         Ok(Self {
             ebpf: loader::load()?,
             links: HashMap::new(),
@@ -154,12 +169,21 @@ impl Probes {
                     binary,
                     aya::programs::uprobe::UProbeScope::OneProcess(pid),
                 )
-                .map_err(|source| AttachError::Uprobe {
-                    pid: req.pid,
-                    binary: binary.clone(),
-                    label: site.label.clone(),
-                    offset: site.offset,
-                    source: Box::new(source),
+                .map_err(|source| {
+                    if permission_denied(&source) && !features::has_sys_admin() {
+                        return AttachError::UprobeNeedsSysAdmin {
+                            pid: req.pid,
+                            label: site.label.clone(),
+                            source: Box::new(source),
+                        };
+                    }
+                    AttachError::Uprobe {
+                        pid: req.pid,
+                        binary: binary.clone(),
+                        label: site.label.clone(),
+                        offset: site.offset,
+                        source: Box::new(source),
+                    }
                 })
             });
             match result {
@@ -282,6 +306,20 @@ impl Probes {
             })
             .collect()
     }
+}
+
+/// Whether `e` (or an error it wraps) is the kernel's EACCES or EPERM.
+fn permission_denied(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Closes uprobe links from several threads. Each close waits on the kernel's uprobe

@@ -30,7 +30,7 @@ use crate::{
 };
 
 /// Spans held between the event reader and the exporters at most.
-const QUEUE_SPANS: usize = 65_536;
+pub(crate) const QUEUE_SPANS: usize = 65_536;
 
 /// Flags of `spanhook attach`.
 #[derive(Args, Debug, Clone)]
@@ -62,9 +62,12 @@ pub struct AttachArgs {
     /// the binary allows them, sockets otherwise.
     #[arg(long, value_enum, default_value = "auto")]
     pub capture: plan::CaptureMode,
+    /// Serve metrics in the Prometheus text format on `PORT` (loopback) or `ADDRESS:PORT`.
+    #[arg(long, value_name = "ADDR")]
+    pub prometheus: Option<String>,
 }
 
-fn build_exporters(
+pub(crate) fn build_exporters(
     args: &AttachArgs,
     extra: Option<Box<dyn Exporter>>,
 ) -> Result<Vec<Box<dyn Exporter>>> {
@@ -147,35 +150,7 @@ pub(crate) async fn run_with(
             Some(t.language.runtime()),
             &extra,
         ));
-        for c in &t.plan.capabilities {
-            match &c.outcome {
-                plan::CapabilityOutcome::Traced {
-                    symbol,
-                    entry_offset,
-                    returns,
-                } => tracing::info!(
-                    "pid {} ({}, service {}, {}): {} traced at {symbol} (entry {entry_offset:#x}, {returns} RET sites)",
-                    t.process.pid,
-                    t.process.exe.display(),
-                    resource.service_name,
-                    t.language.describe(),
-                    c.capability.name(),
-                ),
-                plan::CapabilityOutcome::NotTraced { reason } => tracing::info!(
-                    "pid {}: {} not traced: {reason}",
-                    t.process.pid,
-                    c.capability.name()
-                ),
-                plan::CapabilityOutcome::Sockets { via, reason } => tracing::info!(
-                    "pid {} ({}, service {}, {}): {} traced at socket level by {via}; why: {reason}",
-                    t.process.pid,
-                    t.process.exe.display(),
-                    resource.service_name,
-                    t.language.describe(),
-                    c.capability.name(),
-                ),
-            }
-        }
+        log_plan(t, &resource.service_name);
         let errors = t.error_types();
         if errors.is_none() {
             tracing::debug!("pid {}: error types will not be named", t.process.pid);
@@ -214,7 +189,17 @@ pub(crate) async fn run_with(
     tracing::info!("exporting to {}", exporter_names.join(", "));
 
     let mut reader = probes.event_reader()?;
-    let mut pipeline = Pipeline::start(exporters, QUEUE_SPANS);
+    let metrics = crate::metrics::start_for_cli(
+        args.otlp_endpoint.as_deref(),
+        args.otlp_protocol.as_deref(),
+        args.prometheus.as_deref(),
+    )
+    .await?;
+    let probes_attached = |probes: &Probes| probes.attached().map(|p| probes.uprobe_count(p)).sum();
+    metrics.observe_targets(targets.len(), probes_attached(&probes));
+    let mut last_counters = std::time::Instant::now();
+    let mut pipeline = Pipeline::start(exporters, QUEUE_SPANS).with_metrics(metrics.clone());
+    tracing::info!("sampler: {:?}", pipeline.sampler());
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let deadline = async {
@@ -258,6 +243,11 @@ pub(crate) async fn run_with(
                 sockets.remove_process(pid);
             }
         }
+        if last_counters.elapsed() >= Duration::from_secs(1) {
+            last_counters = std::time::Instant::now();
+            metrics.observe_counters(&probes.counters());
+            metrics.observe_targets(live.len(), probes_attached(&probes));
+        }
         if let Some(reason) = stop {
             break reason;
         }
@@ -275,6 +265,9 @@ pub(crate) async fn run_with(
     let dropped_queue = pipeline.dropped();
     tracing::debug!("probes detached; flushing exporters");
     let out = pipeline.shutdown().await;
+    metrics.observe_counters(&probes.counters());
+    metrics.shutdown(Duration::from_secs(5)).await;
+    metrics.log_summary();
     let lost: Vec<String> = probes
         .counters()
         .into_iter()
@@ -298,16 +291,49 @@ pub(crate) async fn run_with(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Logs what will be traced in `t` and how, and what will not be and why.
+pub(crate) fn log_plan(t: &PlannedTarget, service: &str) {
+    for c in &t.plan.capabilities {
+        match &c.outcome {
+            plan::CapabilityOutcome::Traced {
+                symbol,
+                entry_offset,
+                returns,
+            } => tracing::info!(
+                "pid {} ({}, service {}, {}): {} traced at {symbol} (entry {entry_offset:#x}, {returns} RET sites)",
+                t.process.pid,
+                t.process.exe.display(),
+                service,
+                t.language.describe(),
+                c.capability.name(),
+            ),
+            plan::CapabilityOutcome::NotTraced { reason } => tracing::info!(
+                "pid {}: {} not traced: {reason}",
+                t.process.pid,
+                c.capability.name()
+            ),
+            plan::CapabilityOutcome::Sockets { via, reason } => tracing::info!(
+                "pid {} ({}, service {}, {}): {} traced at socket level by {via}; why: {reason}",
+                t.process.pid,
+                t.process.exe.display(),
+                service,
+                t.language.describe(),
+                c.capability.name(),
+            ),
+        }
+    }
+}
+
 #[derive(Default)]
-struct ReadStats {
-    events: u64,
-    undecodable: u64,
+pub(crate) struct ReadStats {
+    pub(crate) events: u64,
+    pub(crate) undecodable: u64,
     unsampled: u64,
     unknown_process: u64,
     last_error: HashMap<String, u64>,
 }
 
-fn drain(
+pub(crate) fn drain(
     reader: &mut crate::attach::EventReader,
     assembler: &Assembler,
     pipeline: &mut Pipeline,
@@ -318,8 +344,12 @@ fn drain(
         match events::decode(bytes) {
             Ok(event) => match assembler.span(&event) {
                 // Parent-based: a caller that did not sample the trace gets no span from us.
-                Some(span) if span.sampled => pipeline.send(span),
-                Some(_) => stats.unsampled += 1,
+                // Parent-based sampling (a caller that did not sample the trace gets no span
+                // from us) is the pipeline's, after the span is counted in the metrics.
+                Some(span) => {
+                    stats.unsampled += u64::from(!span.sampled);
+                    pipeline.send(span)
+                }
                 None => stats.unknown_process += 1,
             },
             Err(e) => {
@@ -343,7 +373,7 @@ impl std::os::fd::AsRawFd for PidFd {
     }
 }
 
-fn watch_exit(pid: u32, tx: mpsc::UnboundedSender<u32>) -> Result<()> {
+pub(crate) fn watch_exit(pid: u32, tx: mpsc::UnboundedSender<u32>) -> Result<()> {
     // SAFETY: plain syscall; the result is checked before use.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
     if fd < 0 {

@@ -1,10 +1,12 @@
 //! The command line: parse flags, validate them into a configuration, run a command.
 
 pub mod attach;
+pub mod daemon;
 pub mod inspect;
 pub mod probe_cost;
 mod sockets;
 pub mod top;
+pub mod verifier;
 
 use std::process::ExitCode;
 
@@ -23,6 +25,8 @@ pub struct Cli {
 enum Command {
     /// Attach to running processes and export their spans until interrupted.
     Attach(attach::AttachArgs),
+    /// Trace every process of the node that a YAML configuration selects, as they come and go.
+    Daemon(daemon::DaemonArgs),
     /// Show what spanhook can trace in a binary or a running process, and why not.
     Inspect(inspect::InspectArgs),
     /// Trace running processes and watch their operations and traces live, like top.
@@ -30,6 +34,9 @@ enum Command {
     /// Attach the HTTP server programs to any Go function, to measure their cost per hit.
     #[command(hide = true)]
     ProbeCost(probe_cost::ProbeCostArgs),
+    /// Load every eBPF program without attaching it and print the verifier's instruction counts.
+    #[command(hide = true)]
+    Verifier(verifier::VerifierArgs),
 }
 
 /// Entry point of the binary.
@@ -38,9 +45,11 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Attach(args) => runtime().and_then(|rt| rt.block_on(attach::run(args))),
+        Command::Daemon(args) => runtime().and_then(|rt| rt.block_on(daemon::run(args))),
         Command::Inspect(args) => inspect::run(&args),
         Command::Top(args) => runtime().and_then(|rt| rt.block_on(top::run(args))),
         Command::ProbeCost(args) => runtime().and_then(|rt| rt.block_on(probe_cost::run(args))),
+        Command::Verifier(args) => verifier::run(&args),
     };
     match result {
         Ok(code) => code,

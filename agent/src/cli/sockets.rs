@@ -39,11 +39,10 @@ struct Out<'a> {
 
 impl Sink for Out<'_> {
     fn exchange(&mut self, exchange: Exchange) {
-        match self.assembler.exchange_span(&exchange) {
-            // Parent-based: a caller that did not sample the trace gets no span from us.
-            Some(span) if span.sampled => self.pipeline.send(span),
-            Some(_) => *self.unsampled += 1,
-            None => {}
+        // Parent-based sampling is the pipeline's, after the span is counted in the metrics.
+        if let Some(span) = self.assembler.exchange_span(&exchange) {
+            *self.unsampled += u64::from(!span.sampled);
+            self.pipeline.send(span)
         }
     }
 
@@ -83,16 +82,40 @@ impl SocketTracing {
         }
         tracing.reader = Some(probes.socket_reader()?);
         for t in socket_level {
-            let pid = t.process.pid;
-            let (server, client) = plan::socket::roles(&t.plan);
-            tracing.reassembler.add_process(pid, server, client);
-            // Connections open now may be joined mid-message: they get some slack before
-            // they are taken for another protocol.
-            let open = native::tcp_connections(pid);
-            tracing::debug!("pid {pid}: {} TCP connections open at attach", open.len());
-            tracing.reassembler.add_preexisting(pid, open);
+            tracing.register(t);
         }
         Ok(tracing)
+    }
+
+    /// Adds one more target (the daemon's targets arrive one by one): starts the capture if
+    /// it is the first planned at socket level; targets traced by symbols are left alone.
+    pub fn add(&mut self, probes: &mut Probes, t: &PlannedTarget) -> Result<()> {
+        if t.plan.config.flags & spanhook_common::TargetConfig::FLAG_SOCKET_CAPTURE == 0 {
+            return Ok(());
+        }
+        // Detaching the last socket-level process detaches the tracepoints: attach again.
+        if probes
+            .enable_socket_capture()
+            .context("socket-level tracing cannot start")?
+        {
+            tracing::info!("socket-level capture on: {}", plan::socket::SYSCALLS);
+        }
+        if self.reader.is_none() {
+            self.reader = Some(probes.socket_reader()?);
+        }
+        self.register(t);
+        Ok(())
+    }
+
+    fn register(&mut self, t: &PlannedTarget) {
+        let pid = t.process.pid;
+        let (server, client) = plan::socket::roles(&t.plan);
+        self.reassembler.add_process(pid, server, client);
+        // Connections open now may be joined mid-message: they get some slack before
+        // they are taken for another protocol.
+        let open = native::tcp_connections(pid);
+        tracing::debug!("pid {pid}: {} TCP connections open at attach", open.len());
+        self.reassembler.add_preexisting(pid, open);
     }
 
     /// Waits until socket records may be available (forever when nothing is captured).

@@ -137,6 +137,7 @@ pub async fn run(args: TopArgs) -> Result<ExitCode> {
         duration: args.duration,
         propagate: args.propagate,
         capture: args.capture,
+        prometheus: None,
     };
 
     let (feed, receiver) = tui::feed();

@@ -1,12 +1,23 @@
-//! OTLP over gRPC or HTTP/protobuf through the opentelemetry-otlp exporter, configured by
-//! flags and by the standard `OTEL_EXPORTER_OTLP_*` variables.
+//! OTLP over gRPC or HTTP/protobuf, configured by flags and by the standard
+//! `OTEL_EXPORTER_OTLP_*` variables (and their `TRACES_` variants): spans are sent through
+//! spanhook's own [`transport`](super::transport) so that only the answers the specification
+//! calls retryable are retried, with exponential backoff and jitter, and every span given up
+//! on is counted with its reason.
+
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use opentelemetry_otlp::{Protocol, WithExportConfig};
-use opentelemetry_sdk::trace::SpanExporter as _;
 
-use super::{convert, ExportError, Exporter};
-use crate::spans::SpanRecord;
+use super::{
+    config::{OtlpSettings, Signal},
+    convert,
+    transport::{send_with_retry, Backoff, OtlpClient, Payload},
+    Deadline, ExportError, Exporter,
+};
+use crate::{
+    metrics::{telemetry, Telemetry},
+    spans::SpanRecord,
+};
 
 /// The OTLP transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,59 +76,62 @@ pub struct OtlpConfig {
     pub protocol: OtlpProtocol,
 }
 
-/// Exports through opentelemetry-otlp, one request per process per batch so each carries its
-/// own resource.
+/// Exports one OTLP request per batch (a `ResourceSpans` per process).
 pub struct OtlpExporter {
-    inner: opentelemetry_otlp::SpanExporter,
-    endpoint: String,
-    protocol: OtlpProtocol,
-    current_pid: Option<u32>,
+    client: OtlpClient,
+    backoff: Backoff,
+    deadline: Deadline,
+    telemetry: Arc<Telemetry>,
+    name: String,
 }
 
 impl OtlpExporter {
     /// Builds the exporter; must run inside a tokio runtime.
     pub fn build(config: &OtlpConfig) -> Result<Self, ExportError> {
-        let shown = config
-            .endpoint
-            .clone()
-            .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").ok())
-            .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
-            .unwrap_or_else(|| match config.protocol {
-                OtlpProtocol::Grpc => "http://localhost:4317".into(),
-                OtlpProtocol::HttpProtobuf => "http://localhost:4318".into(),
-            });
-        let err = |e: opentelemetry_otlp::ExporterBuildError| ExportError::Otlp {
-            endpoint: shown.clone(),
-            message: e.to_string(),
+        let settings = OtlpSettings::from_env(
+            Signal::Traces,
+            config.endpoint.as_deref(),
+            Some(config.protocol),
+        )?;
+        Self::with_settings(settings, Telemetry::global())
+    }
+
+    /// Builds the exporter from resolved settings.
+    pub fn with_settings(
+        settings: OtlpSettings,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Self, ExportError> {
+        let proto = match settings.protocol {
+            OtlpProtocol::Grpc => "grpc",
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
         };
-        let inner = match config.protocol {
-            OtlpProtocol::Grpc => {
-                let mut b = opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_protocol(Protocol::Grpc);
-                if let Some(ep) = &config.endpoint {
-                    b = b.with_endpoint(ep.clone());
-                }
-                b.build().map_err(err)?
-            }
-            OtlpProtocol::HttpProtobuf => {
-                let mut b = opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_protocol(Protocol::HttpBinary);
-                if let Some(ep) = &config.endpoint {
-                    // A base endpoint gets the signal path, as OTEL_EXPORTER_OTLP_ENDPOINT does.
-                    b = b.with_endpoint(traces_url(ep));
-                }
-                b.build().map_err(err)?
-            }
-        };
+        let name = format!("otlp {proto} {}", settings.endpoint);
         Ok(Self {
-            inner,
-            endpoint: shown,
-            protocol: config.protocol,
-            current_pid: None,
+            client: OtlpClient::build(settings)?,
+            backoff: backoff_from_env(),
+            deadline: Deadline::default(),
+            telemetry,
+            name,
         })
     }
+
+    /// The resolved settings.
+    pub fn settings(&self) -> &OtlpSettings {
+        self.client.settings()
+    }
+}
+
+/// The retry policy, with `SPANHOOK_OTLP_RETRY_MAX_ELAPSED` (seconds, default 30) as the time
+/// after which a batch is given up.
+fn backoff_from_env() -> Backoff {
+    let mut b = Backoff::default();
+    if let Some(s) = std::env::var("SPANHOOK_OTLP_RETRY_MAX_ELAPSED")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+    {
+        b.max_elapsed = std::time::Duration::from_secs_f64(s.max(0.0));
+    }
+    b
 }
 
 /// `base` with `/v1/traces` appended unless it already names that path.
@@ -132,44 +146,54 @@ pub fn traces_url(base: &str) -> String {
 
 impl Exporter for OtlpExporter {
     fn name(&self) -> String {
-        let proto = match self.protocol {
-            OtlpProtocol::Grpc => "grpc",
-            OtlpProtocol::HttpProtobuf => "http/protobuf",
-        };
-        format!("otlp {proto} {}", self.endpoint)
+        self.name.clone()
     }
 
     fn export<'a>(&'a mut self, spans: &'a [SpanRecord]) -> BoxFuture<'a, Result<(), ExportError>> {
         Box::pin(async move {
-            let scope = convert::scope();
-            let mut first_error = None;
-            for (resource, group) in convert::by_resource(spans) {
-                if self.current_pid != Some(resource.pid) {
-                    self.inner.set_resource(&convert::resource(&resource));
-                    self.current_pid = Some(resource.pid);
+            let payload = Payload::Traces(convert::export_request(spans));
+            let telemetry = self.telemetry.clone();
+            let result = send_with_retry(
+                &self.client,
+                &payload,
+                &self.backoff,
+                &self.deadline,
+                |e, retried| crate::metrics::count_error(&telemetry, "traces", e, retried),
+            )
+            .await;
+            match result {
+                Ok(accepted) => {
+                    if accepted.rejected > 0 {
+                        // Partial success: the receiver took the request but refused some.
+                        let n = (accepted.rejected as u64).min(spans.len() as u64);
+                        self.telemetry.add(
+                            telemetry::SPANS_DROPPED,
+                            &[("exporter", &self.name), ("reason", "partially_rejected")],
+                            n,
+                        );
+                        tracing::warn!(
+                            "{}: the receiver rejected {n} spans: {}",
+                            self.name,
+                            accepted.message
+                        );
+                    }
+                    Ok(())
                 }
-                let batch = group
-                    .iter()
-                    .map(|s| convert::span_data(s, &scope))
-                    .collect();
-                if let Err(e) = self.inner.export(batch).await {
-                    first_error.get_or_insert(ExportError::Otlp {
-                        endpoint: self.endpoint.clone(),
-                        message: e.to_string(),
-                    });
-                }
+                Err(f) => Err(ExportError::Dropped {
+                    endpoint: self.client.settings().endpoint.clone(),
+                    reason: f.reason(),
+                    message: f.error().message.clone(),
+                }),
             }
-            first_error.map_or(Ok(()), Err)
         })
     }
 
     fn flush(&mut self) -> BoxFuture<'_, Result<(), ExportError>> {
-        Box::pin(async move {
-            self.inner.force_flush().map_err(|e| ExportError::Otlp {
-                endpoint: self.endpoint.clone(),
-                message: e.to_string(),
-            })
-        })
+        Box::pin(async { Ok(()) })
+    }
+
+    fn set_deadline(&mut self, deadline: Deadline) {
+        self.deadline = deadline;
     }
 }
 

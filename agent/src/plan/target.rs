@@ -124,7 +124,7 @@ pub enum TargetError {
     #[error(transparent)]
     Process(#[from] ProcessError),
     /// The executable is not a usable ELF file.
-    #[error("pid {pid}: {source}")]
+    #[error("pid {pid}: {source}{}", unreadable_hint(source))]
     Elf {
         /// The pid.
         pid: u32,
@@ -170,6 +170,16 @@ pub enum TargetError {
         /// Why, per capability.
         reasons: Vec<String>,
     },
+}
+
+/// What an executable the agent may not open needs, for the message.
+fn unreadable_hint(e: &ElfError) -> &'static str {
+    match e {
+        ElfError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            " (the agent's user may not read this file; reading it needs root or CAP_DAC_READ_SEARCH)"
+        }
+        _ => "",
+    }
 }
 
 /// Inspects and plans a running process.

@@ -67,13 +67,22 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn rpc_attributes(method: &str) -> (String, Vec<KeyValue>) {
+pub(super) fn rpc_attributes(method: &str) -> (String, Vec<KeyValue>) {
     let (name, service, rpc_method) = split_method(method);
     let mut attributes = vec![KeyValue::new("rpc.system", "grpc")];
     if !service.is_empty() {
         attributes.push(KeyValue::new("rpc.service", service));
     }
-    attributes.push(KeyValue::new("rpc.method", rpc_method));
+    if !rpc_method.is_empty() {
+        attributes.push(KeyValue::new("rpc.method", rpc_method));
+    }
+    // A span name is never empty: a method that could not be read names the span by its
+    // RPC system, as the semantic conventions do when the method is unknown.
+    let name = if name.is_empty() {
+        "grpc".to_string()
+    } else {
+        name
+    };
     (name, attributes)
 }
 
@@ -205,6 +214,18 @@ mod tests {
             target_address("dns://8.8.8.8/api:443"),
             ("api".into(), Some(443))
         );
+    }
+
+    #[test]
+    fn an_rpc_whose_method_was_not_read_is_still_named() {
+        // Regression: `cargo xtask fuzz --target event_decode` found a gRPC server record with
+        // an empty method, which made a span with an empty name.
+        for method in ["", "/"] {
+            let (name, attributes) = rpc_attributes(method);
+            assert_eq!(name, "grpc");
+            assert!(attributes.iter().all(|kv| kv.key.as_str() != "rpc.method"));
+        }
+        assert_eq!(rpc_attributes("/a.B/C").0, "a.B/C");
     }
 
     #[test]

@@ -147,6 +147,11 @@ service:
             .collect()
     }
 
+    /// Every OTLP/JSON request the Collector forwarded so far, as received.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.requests.lock().unwrap().clone()
+    }
+
     /// Waits until at least `n` spans arrived (or the timeout); returns them.
     pub fn wait_spans(&self, n: usize, timeout: Duration) -> Vec<Span> {
         let start = Instant::now();

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod collector;
+pub mod export;
 pub mod native;
 pub mod otlp;
 pub mod rust;
@@ -139,6 +140,11 @@ impl Lines {
         lines
     }
 
+    /// Collects the lines `stream` (a child's stdout or stderr) writes, from a thread.
+    pub fn collect_from(stream: impl Read + Send + 'static) -> Self {
+        Self::collect(stream)
+    }
+
     /// Everything so far, one string.
     pub fn text(&self) -> String {
         self.0.lock().unwrap().join("\n")
@@ -197,8 +203,7 @@ impl GoServer {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .spawn()
+        let mut child = spawn_fresh_copy(&mut cmd)
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
         let stdout = Lines::collect(child.stdout.take().unwrap());
         let line = stdout
@@ -261,6 +266,20 @@ impl Agent {
             panic!("spanhook did not attach:\n{}", agent.stderr.text());
         }
         agent
+    }
+
+    /// Starts `cmd` (the agent behind a wrapper such as `setpriv`, which execs it) with its
+    /// output collected, without waiting for anything.
+    pub fn spawn_command(mut cmd: Command) -> Agent {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start spanhook");
+        let stderr = Lines::collect(child.stderr.take().unwrap());
+        let stdout = Lines::collect(child.stdout.take().unwrap());
+        Agent {
+            child,
+            stderr,
+            stdout,
+        }
     }
 
     /// Starts `spanhook` with `args` without waiting for anything.
@@ -333,4 +352,20 @@ pub fn run_spanhook(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run spanhook")
+}
+
+/// Spawns `cmd`, retrying while the kernel says its file is busy: a binary a test has just
+/// copied stays open for writing in any child another test thread forked meanwhile, until
+/// that child execs.
+pub fn spawn_fresh_copy(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }

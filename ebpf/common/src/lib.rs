@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod h2;
 pub mod inflight;
 pub mod key;
+pub mod process;
 pub mod rust;
 pub mod socket;
 pub mod target;
@@ -27,6 +28,7 @@ pub use grpc::{
 pub use h2::{H2ConnState, H2StreamKey};
 pub use inflight::{HttpClientInflight, HttpServerInflight, PendingTraceparent};
 pub use key::{ConnKey, ContextKey, GoidKey, GoroutineKey};
+pub use process::{ProcessEvent, ProcessEventKind};
 pub use rust::{
     RustClientInflight, RustEncodeStash, RustHttpClientEvent, RustHttpServerEvent, RustLearned,
     RustPtrKey, RustServerInflight,

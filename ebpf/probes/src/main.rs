@@ -5,6 +5,7 @@
 #![no_std]
 #![no_main]
 
+mod discovery;
 mod emit;
 mod go;
 mod maps;

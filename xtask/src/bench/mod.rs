@@ -254,6 +254,13 @@ pub fn run(args: &Args) -> Result<()> {
                 .agent
                 .extend(agentcost::run(&bed, agent, &[1_000, 10_000], duration * 2)?);
         }
+        // The RED metrics' share of the agent's CPU: the same runs with them off.
+        results.agent.extend(agentcost::run(
+            &bed,
+            scenario::Scenario::SpanhookNoMetrics,
+            &[1_000, 10_000],
+            duration * 2,
+        )?);
     }
     results.malformed = receiver.malformed();
     results.total_time = started.elapsed();

@@ -29,6 +29,9 @@ pub enum Scenario {
     Bare,
     /// spanhook exporting OTLP/gRPC to the Collector.
     Spanhook,
+    /// The same with the RED metrics off (`OTEL_METRICS_EXPORTER=none`, no `--prometheus`:
+    /// spans are not aggregated), for the metrics' own cost.
+    SpanhookNoMetrics,
     /// OpenTelemetry eBPF Instrumentation exporting OTLP/gRPC to the Collector.
     Obi,
     /// The same server instrumented by hand with the OpenTelemetry Go SDK (otelhttp).
@@ -42,6 +45,7 @@ impl Scenario {
             Scenario::NoAgent => "no agent",
             Scenario::Bare => "bare uprobes (floor)",
             Scenario::Spanhook => "spanhook",
+            Scenario::SpanhookNoMetrics => "spanhook, metrics off",
             Scenario::Obi => "OBI",
             Scenario::Otelhttp => "otelhttp (Go SDK)",
         }
@@ -51,7 +55,7 @@ impl Scenario {
     pub fn traces(self) -> bool {
         matches!(
             self,
-            Scenario::Spanhook | Scenario::Obi | Scenario::Otelhttp
+            Scenario::Spanhook | Scenario::SpanhookNoMetrics | Scenario::Obi | Scenario::Otelhttp
         )
     }
 }
@@ -235,7 +239,7 @@ pub fn start<'a>(bed: &'a Bed<'a>, scenario: Scenario) -> Result<Running<'a>> {
     let agent = match scenario {
         Scenario::NoAgent => Agent::None,
         Scenario::Bare => Agent::Bare(BareProbes::attach(&bed.server, &bed.server_sites)?),
-        Scenario::Spanhook => {
+        Scenario::Spanhook | Scenario::SpanhookNoMetrics => {
             let log = bed.scratch.join("spanhook.log");
             let mut cmd = Command::new(&bed.spanhook);
             cmd.args(["attach", "--pid", &server.pid().to_string()])
@@ -244,6 +248,9 @@ pub fn start<'a>(bed: &'a Bed<'a>, scenario: Scenario) -> Result<Running<'a>> {
                 .env("NO_COLOR", "1")
                 .stdout(Stdio::null())
                 .stderr(fs::File::create(&log)?);
+            if scenario == Scenario::SpanhookNoMetrics {
+                cmd.env("OTEL_METRICS_EXPORTER", "none");
+            }
             Agent::Process {
                 proc: Proc::spawn("spanhook", &mut cmd)?,
                 log,
@@ -274,7 +281,10 @@ pub fn start<'a>(bed: &'a Bed<'a>, scenario: Scenario) -> Result<Running<'a>> {
         served0: 0,
         spans0,
     };
-    if matches!(scenario, Scenario::Spanhook | Scenario::Obi) {
+    if matches!(
+        scenario,
+        Scenario::Spanhook | Scenario::SpanhookNoMetrics | Scenario::Obi
+    ) {
         running.wait_traced()?;
     }
     Ok(running)
@@ -336,7 +346,10 @@ impl Running<'_> {
             Agent::Bare(probes) => drop(probes),
             Agent::Process { mut proc, log } => {
                 receiver.settle(self.spans0, requests, Duration::from_secs(2))?;
-                if self.scenario == Scenario::Spanhook {
+                if matches!(
+                    self.scenario,
+                    Scenario::Spanhook | Scenario::SpanhookNoMetrics
+                ) {
                     let exit = proc.stop(libc::SIGINT, Duration::from_secs(30))?;
                     counted.agent_cpu = Some(exit.cpu);
                     counted.report = Some(read_report(&log)?);
