@@ -10,6 +10,8 @@
 //! * `lto` — fat LTO, one codegen unit, `panic = "abort"`;
 //! * `stripped` — `strip = "symbols"`.
 //!
+//! `release` is always built; `lto` and `stripped` only when the manifest defines them.
+//!
 //! Output: `target/fixtures/rust/<program>/<set>/<profile>/<program>` and `manifest.tsv`
 //! (program, set, profile, path). A stamp of the inputs beside each binary skips unchanged
 //! builds, so a warm run takes seconds.
@@ -69,7 +71,7 @@ pub fn build() -> Result<Vec<Built>> {
     for dir in &programs {
         let program = dir.file_name().unwrap().to_string_lossy().into_owned();
         for (set, manifest, lock) in sets(dir)? {
-            for profile in PROFILES {
+            for profile in profiles_of(&manifest)? {
                 let path = build_one(dir, &program, &set, &manifest, &lock, profile)?;
                 built.push(Built {
                     program: program.clone(),
@@ -91,6 +93,18 @@ pub fn build() -> Result<Vec<Built>> {
     }
     write_manifest(&built)?;
     Ok(built)
+}
+
+/// The profiles of [`PROFILES`] a manifest builds: `release` always, the others when the
+/// manifest defines them (`[profile.lto]`, `[profile.stripped]`).
+fn profiles_of(manifest: &Path) -> Result<Vec<&'static str>> {
+    let text =
+        fs::read_to_string(manifest).with_context(|| format!("reading {}", manifest.display()))?;
+    Ok(PROFILES
+        .iter()
+        .copied()
+        .filter(|p| *p == "release" || text.contains(&format!("[profile.{p}]")))
+        .collect())
 }
 
 /// Builds one program with its own (newest) dependencies in the default release profile: what

@@ -10,6 +10,7 @@ use spanhook_common::{
     EventHeader, EventKind, GrpcClientEvent, GrpcServerEvent, HttpClientEvent, HttpServerEvent,
     RustHttpClientEvent, RustHttpServerEvent,
 };
+use spanhook_common::{RustGrpcClientEvent, RustGrpcServerEvent};
 
 /// A decoded record.
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +27,10 @@ pub enum Event {
     RustHttpServer(RustHttpServerEvent),
     /// A request made by a hyper client (Rust, HTTP/1).
     RustHttpClient(RustHttpClientEvent),
+    /// An RPC served by tonic/h2 (Rust).
+    RustGrpcServer(RustGrpcServerEvent),
+    /// An RPC made by a tonic client (Rust).
+    RustGrpcClient(RustGrpcClientEvent),
 }
 
 impl Event {
@@ -38,6 +43,8 @@ impl Event {
             Event::GrpcClient(e) => &e.header,
             Event::RustHttpServer(e) => &e.header,
             Event::RustHttpClient(e) => &e.header,
+            Event::RustGrpcServer(e) => &e.header,
+            Event::RustGrpcClient(e) => &e.header,
         }
     }
 }
@@ -94,6 +101,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::GrpcClient => exact(kind, bytes).map(Event::GrpcClient),
         EventKind::RustHttpServer => exact(kind, bytes).map(Event::RustHttpServer),
         EventKind::RustHttpClient => exact(kind, bytes).map(Event::RustHttpClient),
+        EventKind::RustGrpcServer => exact(kind, bytes).map(Event::RustGrpcServer),
+        EventKind::RustGrpcClient => exact(kind, bytes).map(Event::RustGrpcClient),
     }
 }
 

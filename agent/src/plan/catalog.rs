@@ -27,6 +27,10 @@ pub enum Capability {
     RustTaskLinking,
     /// `traceparent` on outgoing HTTP/1 requests of Rust clients (opt-in).
     RustHttpPropagation,
+    /// tonic/h2 gRPC server RPCs in Rust programs.
+    RustGrpcServer,
+    /// tonic gRPC client RPCs in Rust programs.
+    RustGrpcClient,
     /// HTTP/1 server requests read from the process's TCP socket system calls (any language).
     SocketHttpServer,
     /// HTTP/1 client requests read from the process's TCP socket system calls.
@@ -49,6 +53,8 @@ impl Capability {
             Capability::RustHttpClient => "http client",
             Capability::RustTaskLinking => "task linking",
             Capability::RustHttpPropagation => "propagation",
+            Capability::RustGrpcServer => "grpc server",
+            Capability::RustGrpcClient => "grpc client",
             Capability::SocketHttpServer => "socket server",
             Capability::SocketHttpClient => "socket client",
             Capability::SocketTls => "socket tls",

@@ -15,7 +15,14 @@
 //! included). hyper 1.1 copies the request target out of the head, which leaves the fat-LTO
 //! server probe nothing to find the head by: refused (see [`lto_server_unsupported`]). A client
 //! call links to the server span of the tokio task that awaits it; a call made from a task
-//! the handler spawned starts its own trace. tonic / h2 (gRPC, HTTP/2) are not traced.
+//! the handler spawned starts its own trace.
+//!
+//! gRPC (tonic over h2): server RPCs at h2's stream functions (request HEADERS decoded, stream
+//! accepted and its task spawned, trailers or a trailers-only response built on that task),
+//! keyed by connection + stream id; client RPCs at
+//! tonic's `GrpcConfig::prepare_request` and `Code::from_bytes`, keyed by the caller's task
+//! (see ebpf/probes/src/rust/grpc.rs). Two calls awaited concurrently by one task (`join!`)
+//! cannot be told apart: the first status parsed ends the latest call started.
 
 use std::collections::BTreeSet;
 
@@ -123,6 +130,17 @@ const WRITE_HEAD_PROBES: RustCandidate = RustCandidate::new(
     Some("rust_h1_write_head"),
     Some("rust_h1_wrote_head"),
 );
+
+const TASK_POLL: &str = "tokio::runtime::task::raw::poll";
+const H2_RECV_HEADERS: &str = "h2::proto::streams::recv::Recv::recv_headers";
+const H2_SERVER_REQUEST: &str = "<h2::server::Peer as h2::proto::peer::Peer>::convert_poll_message";
+const H2_TRAILERS: &str = "h2::frame::headers::Headers::trailers";
+const H2_SERVER_RESPONSE: &str = "h2::server::Peer::convert_send_message";
+const H2_NEXT_INCOMING: &str = "h2::proto::streams::recv::Recv::next_incoming";
+const TASK_BIND: &str = "tokio::runtime::task::list::OwnedTasks<S>::bind_inner";
+const H2_CLIENT_REQUEST: &str = "h2::client::Peer::convert_send_message";
+const TONIC_PREPARE_REQUEST: &str = "tonic::client::grpc::GrpcConfig::prepare_request";
+const TONIC_CODE_FROM_BYTES: &str = "tonic::status::Code::from_bytes";
 
 /// The strategy for builds whose role functions were inlined (fat LTO).
 const LTO_STRATEGY: &str = "hyper connection functions (what fat LTO leaves)";
@@ -278,6 +296,97 @@ pub const RUST_PROBES: &[RustProbe] = &[
         flags: TargetConfig::FLAG_RUST_HTTP_CLIENT,
     },
     RustProbe {
+        capability: Capability::RustGrpcServer,
+        strategies: &[RustStrategy {
+            name: "h2 stream functions",
+            parts: &[
+                RustPart::one(
+                    "connection of received HEADERS",
+                    &[RustCandidate::new(
+                        H2_RECV_HEADERS,
+                        Some("rust_h2_recv_headers"),
+                        None,
+                    )],
+                ),
+                RustPart::one(
+                    "request HEADERS (method, authority, traceparent)",
+                    &[RustCandidate::new(
+                        H2_SERVER_REQUEST,
+                        Some("rust_h2_server_request"),
+                        None,
+                    )],
+                ),
+                RustPart::one(
+                    "trailers (grpc-status)",
+                    &[RustCandidate::new(
+                        H2_TRAILERS,
+                        Some("rust_h2_trailers"),
+                        None,
+                    )],
+                ),
+                RustPart::one(
+                    "response HEADERS (trailers-only grpc-status)",
+                    &[RustCandidate::new(
+                        H2_SERVER_RESPONSE,
+                        Some("rust_h2_server_response"),
+                        None,
+                    )],
+                ),
+                RustPart::one(
+                    "accepted stream (the stream's task)",
+                    &[RustCandidate::new(
+                        H2_NEXT_INCOMING,
+                        Some("rust_h2_next_incoming_entry"),
+                        Some("rust_h2_next_incoming"),
+                    )],
+                ),
+                RustPart {
+                    role: "task spawned for the stream",
+                    required: true,
+                    all: true,
+                    candidates: &[RustCandidate::new(TASK_BIND, Some("rust_task_bind"), None)],
+                },
+            ],
+        }],
+        extras: &[],
+        flags: TargetConfig::FLAG_RUST_GRPC_SERVER,
+    },
+    RustProbe {
+        capability: Capability::RustGrpcClient,
+        strategies: &[RustStrategy {
+            name: "tonic client functions",
+            parts: &[
+                RustPart::one(
+                    "call (method, start, parent)",
+                    &[RustCandidate::new(
+                        TONIC_PREPARE_REQUEST,
+                        Some("rust_grpc_call"),
+                        Some("rust_grpc_call_ret"),
+                    )],
+                ),
+                RustPart::one(
+                    "grpc-status received",
+                    &[RustCandidate::new(
+                        TONIC_CODE_FROM_BYTES,
+                        Some("rust_grpc_status"),
+                        None,
+                    )],
+                ),
+            ],
+        }],
+        extras: &[RustPart {
+            role: "request written (authority)",
+            required: false,
+            all: false,
+            candidates: &[RustCandidate::new(
+                H2_CLIENT_REQUEST,
+                Some("rust_grpc_client_request"),
+                None,
+            )],
+        }],
+        flags: TargetConfig::FLAG_RUST_GRPC_CLIENT,
+    },
+    RustProbe {
         capability: Capability::RustTaskLinking,
         strategies: &[RustStrategy {
             name: "tokio task polls",
@@ -285,11 +394,7 @@ pub const RUST_PROBES: &[RustProbe] = &[
                 role: "task polls",
                 required: true,
                 all: true,
-                candidates: &[RustCandidate::new(
-                    "tokio::runtime::task::raw::poll",
-                    Some("rust_task_poll"),
-                    None,
-                )],
+                candidates: &[RustCandidate::new(TASK_POLL, Some("rust_task_poll"), None)],
             }],
         }],
         extras: &[],
@@ -455,11 +560,24 @@ pub fn plan_rust(
         }
         let nothing_to_link = probe.capability == Capability::RustTaskLinking
             && config.flags
-                & (TargetConfig::FLAG_RUST_HTTP_SERVER | TargetConfig::FLAG_RUST_HTTP_CLIENT)
+                & (TargetConfig::FLAG_RUST_HTTP_SERVER
+                    | TargetConfig::FLAG_RUST_HTTP_CLIENT
+                    | TargetConfig::FLAG_RUST_GRPC_SERVER
+                    | TargetConfig::FLAG_RUST_GRPC_CLIENT)
                 == 0;
         if failure.is_none() && nothing_to_link {
-            failure =
-                Some("no HTTP server or client is traced, so there is nothing to link".into());
+            failure = Some(
+                "no HTTP or gRPC server or client is traced, so there is nothing to link".into(),
+            );
+        }
+        // The client's start and end are found by the caller's task.
+        if failure.is_none()
+            && probe.capability == Capability::RustGrpcClient
+            && symbols.find(TASK_POLL).is_empty()
+        {
+            failure = Some(format!(
+                "{TASK_POLL} is not in the symbol table: without the caller's task a call's status cannot be paired with its start"
+            ));
         }
         let outcome = match failure {
             Some(reason) => CapabilityOutcome::NotTraced { reason },
@@ -528,14 +646,15 @@ pub fn plan_rust(
         capability: Capability::RustHttpPropagation,
         outcome,
     });
-    // gRPC over h2 (tonic) has no symbol-level probes yet: say so rather than stay silent.
-    if !rust.stripped() {
+    // A binary with h2 whose gRPC could not be traced at all: say so rather than stay silent
+    // (the reasons are in the capabilities).
+    if !rust.stripped() && config.flags & TargetConfig::FLAG_RUST_GRPC_SERVER == 0 {
         if let Some(krate) = ["tonic", "h2"]
             .into_iter()
             .find(|k| rust.crate_version(k).is_some())
         {
             warnings.push(format!(
-                "the binary contains {krate} {}: gRPC and HTTP/2 over h2 are not traced at symbol level (not implemented); only its HTTP/1 traffic is",
+                "the binary contains {krate} {}, but its gRPC server functions were not found (see the grpc server capability): only its HTTP/1 traffic is traced",
                 rust.crate_version(krate).unwrap_or_default()
             ));
         }
@@ -761,6 +880,55 @@ mod tests {
             for s in &plan.sites {
                 assert!(seen.insert((s.program, s.offset)), "{s:?} twice");
             }
+        }
+    }
+
+    #[test]
+    fn tonic_builds_trace_grpc_at_h2_and_tonic_functions() {
+        let grpc: Vec<_> = fixtures::all()
+            .into_iter()
+            .filter(|f| f.program == "grpcchain" && f.profile == "release")
+            .collect();
+        assert!(!grpc.is_empty(), "no grpcchain fixture built");
+        for f in grpc {
+            let (rust, plan, choices) = plan_of(&f.path);
+            assert!(rust.crate_version("tonic").is_some());
+            assert!(rust.crate_version("h2").is_some());
+            for c in [
+                Capability::RustGrpcServer,
+                Capability::RustGrpcClient,
+                Capability::RustTaskLinking,
+            ] {
+                assert!(plan.traces(c), "{c:?}: {:?}", plan.reasons());
+            }
+            let chosen = |role: &str| {
+                choices
+                    .iter()
+                    .find(|c| c.role == role)
+                    .and_then(|c| c.chosen.clone())
+                    .unwrap_or_default()
+            };
+            assert_eq!(
+                chosen("request HEADERS (method, authority, traceparent)"),
+                H2_SERVER_REQUEST
+            );
+            assert_eq!(chosen("trailers (grpc-status)"), H2_TRAILERS);
+            assert_eq!(
+                chosen("call (method, start, parent)"),
+                TONIC_PREPARE_REQUEST
+            );
+            assert_eq!(chosen("grpc-status received"), TONIC_CODE_FROM_BYTES);
+            assert_eq!(
+                chosen("accepted stream (the stream's task)"),
+                H2_NEXT_INCOMING
+            );
+            assert!(chosen("task spawned for the stream").contains("bind_inner"));
+            // gRPC is traced: no warning that it is not.
+            assert!(
+                !plan.warnings.iter().any(|w| w.contains("gRPC")),
+                "{:?}",
+                plan.warnings
+            );
         }
     }
 

@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod http;
 pub mod resource;
 pub mod rust;
+pub mod rust_grpc;
 pub mod socket;
 
 use std::{collections::HashMap, sync::Arc, time::SystemTime};
@@ -123,6 +124,8 @@ impl Assembler {
             Event::RustHttpClient(e) => {
                 rust::client_span(e, &self.clock, resource, process.errors.as_deref())
             }
+            Event::RustGrpcServer(e) => rust_grpc::server_span(e, &self.clock, resource),
+            Event::RustGrpcClient(e) => rust_grpc::client_span(e, &self.clock, resource),
         })
     }
 }

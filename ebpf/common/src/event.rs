@@ -20,6 +20,10 @@ pub enum EventKind {
     RustHttpServer = 20,
     /// [`RustHttpClientEvent`](crate::RustHttpClientEvent): one request made by a hyper client.
     RustHttpClient = 21,
+    /// [`RustGrpcServerEvent`](crate::RustGrpcServerEvent): one RPC served by tonic/h2.
+    RustGrpcServer = 22,
+    /// [`RustGrpcClientEvent`](crate::RustGrpcClientEvent): one RPC made by a tonic client.
+    RustGrpcClient = 23,
 }
 
 impl EventKind {
@@ -32,6 +36,8 @@ impl EventKind {
             11 => Some(EventKind::GrpcClient),
             20 => Some(EventKind::RustHttpServer),
             21 => Some(EventKind::RustHttpClient),
+            22 => Some(EventKind::RustGrpcServer),
+            23 => Some(EventKind::RustGrpcClient),
             _ => None,
         }
     }

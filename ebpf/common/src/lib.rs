@@ -33,6 +33,7 @@ pub use rust::{
     RustClientInflight, RustEncodeStash, RustHttpClientEvent, RustHttpServerEvent, RustLearned,
     RustPtrKey, RustServerInflight,
 };
+pub use rust::{RustGrpcClientEvent, RustGrpcServerEvent, RustH2Key, RustH2Stash};
 pub use socket::{
     IgnoredSock, KernelLayout, SocketCall, SocketDataHeader, SocketRecordKind, SslCall, SslKey,
 };

@@ -180,3 +180,95 @@ const _: () = assert!(core::mem::size_of::<RustEncodeStash>() == 40);
 const _: () = assert!(core::mem::size_of::<RustLearned>() == 8);
 const _: () = assert!(core::mem::size_of::<RustServerInflight>() == 504);
 const _: () = assert!(core::mem::size_of::<RustClientInflight>() == 536);
+
+impl TargetConfig {
+    /// tonic/h2 gRPC server RPCs are probed (h2's stream functions, keyed by connection and
+    /// stream id).
+    pub const FLAG_RUST_GRPC_SERVER: u32 = 1 << 20;
+    /// tonic gRPC client RPCs are probed (tonic's request preparation and status parse, keyed by
+    /// the caller's task).
+    pub const FLAG_RUST_GRPC_CLIENT: u32 = 1 << 21;
+}
+
+/// No `grpc-status` was seen for the RPC.
+pub const RUST_GRPC_STATUS_NONE: i32 = -1;
+
+/// One RPC served by a tonic/h2 server: from the request HEADERS decoded
+/// (`server::Peer::convert_poll_message`) to the HEADERS frame that carries its `grpc-status`
+/// handed to h2's send queue (trailers, or a trailers-only response).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RustGrpcServerEvent {
+    /// Kind [`EventKind::RustGrpcServer`](crate::EventKind::RustGrpcServer), process, start, end.
+    pub header: EventHeader,
+    /// The server span's trace context.
+    pub trace: TraceIds,
+    /// The tokio task that ran the handler (0 when unknown).
+    pub task: u64,
+    /// HTTP/2 stream id.
+    pub stream_id: u32,
+    /// The `grpc-status` sent, or [`RUST_GRPC_STATUS_NONE`].
+    pub status: i32,
+    /// `/package.Service/Method` (the `:path`).
+    pub method: Str<128>,
+    /// The request's `:authority`.
+    pub authority: Str<120>,
+}
+
+/// One RPC made by a tonic client: from `GrpcConfig::prepare_request` on the caller's task to
+/// the `grpc-status` it parsed (`Code::from_bytes`) on the same task.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RustGrpcClientEvent {
+    /// Kind [`EventKind::RustGrpcClient`](crate::EventKind::RustGrpcClient), process, start, end.
+    pub header: EventHeader,
+    /// The client span's trace context; the parent is the server span of the caller's task.
+    pub trace: TraceIds,
+    /// The caller's task.
+    pub task: u64,
+    /// The status code received, or [`RUST_GRPC_STATUS_NONE`].
+    pub status: i32,
+    /// HTTP/2 stream id (0 when the request was not seen on the wire side).
+    pub stream_id: u32,
+    /// `/package.Service/Method`.
+    pub method: Str<128>,
+    /// The `:authority` the request was sent with (empty when not paired).
+    pub authority: Str<120>,
+}
+
+/// An h2 stream of one connection: the connection is the address of its `Counts` (shared by
+/// every stream of the connection, passed to h2's `recv_headers`/`send_headers`/`send_trailers`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RustH2Key {
+    /// Thread-group id.
+    pub tgid: u32,
+    /// HTTP/2 stream id.
+    pub stream_id: u32,
+    /// The connection.
+    pub conn: u64,
+}
+
+/// What one h2 probe leaves for the next on the same thread (see ebpf/probes/src/rust/grpc.rs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RustH2Stash {
+    /// The connection (`Counts` address), or the `Recv` of `next_incoming`.
+    pub conn: u64,
+    /// A hidden return pointer kept for a return probe.
+    pub sret: u64,
+    /// Stream id.
+    pub stream_id: u32,
+    /// `grpc-status` found, or [`RUST_GRPC_STATUS_NONE`].
+    pub status: i32,
+}
+
+// SAFETY: #[repr(C)], integers and byte arrays only, padding explicit.
+unsafe impl Plain for RustGrpcServerEvent {}
+// SAFETY: as above.
+unsafe impl Plain for RustGrpcClientEvent {}
+
+const _: () = assert!(core::mem::size_of::<RustGrpcServerEvent>() == 336);
+const _: () = assert!(core::mem::size_of::<RustGrpcClientEvent>() == 336);
+const _: () = assert!(core::mem::size_of::<RustH2Key>() == 16);
+const _: () = assert!(core::mem::size_of::<RustH2Stash>() == 24);
