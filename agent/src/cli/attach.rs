@@ -186,7 +186,10 @@ pub(crate) async fn run_with(
         }
     }
     let mut sockets = super::sockets::SocketTracing::start(&mut probes, &targets)?;
-    tracing::info!("exporting to {}", exporter_names.join(", "));
+    // Handlers before anything announces readiness: a SIGINT that follows "exporting to"
+    // must flush and detach, never kill the process with its probes in place.
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
 
     let mut reader = probes.event_reader()?;
     let metrics = crate::metrics::start_for_cli(
@@ -200,8 +203,7 @@ pub(crate) async fn run_with(
     let mut last_counters = std::time::Instant::now();
     let mut pipeline = Pipeline::start(exporters, QUEUE_SPANS).with_metrics(metrics.clone());
     tracing::info!("sampler: {:?}", pipeline.sampler());
-    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
-    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    tracing::info!("exporting to {}", exporter_names.join(", "));
     let deadline = async {
         match args.duration {
             Some(secs) => tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))).await,

@@ -451,11 +451,11 @@ pub async fn run(args: DaemonArgs) -> Result<ExitCode> {
             .count(),
         scan_started.elapsed().as_millis()
     );
-    metrics.ready.store(true, Ordering::Relaxed);
-    tracing::info!("exporting to {}", exporter_names.join(", "));
-
+    // Handlers before readiness is announced: a signal that follows it must flush and detach.
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    metrics.ready.store(true, Ordering::Relaxed);
+    tracing::info!("exporting to {}", exporter_names.join(", "));
     let deadline = async {
         match args.duration {
             Some(secs) => tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))).await,
