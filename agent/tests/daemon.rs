@@ -76,7 +76,9 @@ fn rss_kib(pid: u32) -> u64 {
 
 fn http_get(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    // One write: a request split over several segments races the server's single read.
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -150,6 +152,10 @@ fn a_node_of_services_is_traced_as_they_come_and_go() {
         .collect();
     let other = service_binary(&bin, &fixture.path, "other");
     let gateway = service_binary(&bin, &fixture.path, "gateway");
+    // Uprobes are shared by every process of one file (attached once per binary), so an
+    // unselected process of a traced binary would take the trap too: the gateway that never
+    // listens on the selected port runs its own copy.
+    let gateway_b = service_binary(&bin, &fixture.path, "gateway-b");
     let collector = Collector::start();
 
     let gateway_port = free_port();
@@ -223,6 +229,32 @@ health:
         http_get(canary.port, "/hello");
     }
     uprobes::assert_probed(b.pid(), &shop[1], &offsets);
+
+    // A second process of a traced binary shares its probes: no new uprobe, and the first
+    // process keeps them when the second exits.
+    let links_before = bpf_links(daemon_pid);
+    let b2 = start(&shop[1], 0, &[]);
+    node.wait_attached(b2.pid());
+    let line = node
+        .agent
+        .stderr
+        .wait_for(&format!("pid {} attached", b2.pid()), ATTACH_WAIT)
+        .unwrap();
+    assert!(
+        line.contains("shared with its binary's other processes"),
+        "{line}"
+    );
+    assert_eq!(
+        bpf_links(daemon_pid),
+        links_before,
+        "a second set of uprobes"
+    );
+    uprobes::assert_probed(b2.pid(), &shop[1], &offsets);
+    node.drive(&b2, "shop-b", 7);
+    let b2_pid = stop(b2);
+    node.wait_detached(b2_pid);
+    uprobes::assert_probed(b.pid(), &shop[1], &offsets);
+    node.drive(&b, "shop-b", 3);
     uprobes::assert_clean(not_selected.pid(), &other, &offsets);
     uprobes::assert_clean(canary.pid(), &shop[3], &offsets);
     let stderr = node.agent.stderr.text();
@@ -236,12 +268,12 @@ health:
     );
 
     // Selected by port: not traced until it listens on the selected port.
-    let gw_elsewhere = start(&gateway, 0, &[]);
+    let gw_elsewhere = start(&gateway_b, 0, &[]);
     let gw = start(&gateway, gateway_port, &[("OTEL_SERVICE_NAME", "gateway")]);
     node.wait_attached(gw.pid());
     node.drive(&gw, "gateway", 10);
     std::thread::sleep(Duration::from_secs(1));
-    uprobes::assert_clean(gw_elsewhere.pid(), &gateway, &offsets);
+    uprobes::assert_clean(gw_elsewhere.pid(), &gateway_b, &offsets);
 
     // Short-lived services: a few requests, then gone.
     for _ in 0..3 {
@@ -278,8 +310,8 @@ health:
         metrics.contains("spanhook_targets_attached 0\n"),
         "{metrics}"
     );
-    assert!(metrics.contains("spanhook_attaches_total 8\n"), "{metrics}");
-    assert!(metrics.contains("spanhook_detaches_total 8\n"), "{metrics}");
+    assert!(metrics.contains("spanhook_attaches_total 9\n"), "{metrics}");
+    assert!(metrics.contains("spanhook_detaches_total 9\n"), "{metrics}");
 
     let expected: usize = node.sent.values().map(|(_, n)| n).sum();
     collector.wait_spans(expected, Duration::from_secs(20));

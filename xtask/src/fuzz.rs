@@ -9,9 +9,11 @@
 //! 2. Small seeds made here are written into `target/fuzz-corpus/<target>/`: ELF files with a
 //!    hand-built Go function table and build information for each layout, the DWARF of real
 //!    builds cut down to the entries of the structures the agent reads (uncompressed: the zlib
-//!    checksum of Go's compressed sections would reject nearly every mutation), the code of
-//!    real functions, well-formed ring-buffer records. Each synthetic seed is checked to parse
-//!    as intended, so the seeds keep reaching deep into the parsers as those change.
+//!    checksum of Go's compressed sections would reject nearly every mutation), the symbol
+//!    tables of the Rust fixtures cut down to the functions the plans choose from, the code of
+//!    real functions, well-formed ring-buffer records, `traceparent` values, HTTP/2 frame
+//!    streams. Each synthetic seed is checked to parse as intended, so the seeds keep
+//!    reaching deep into the parsers as those change.
 //! 3. libFuzzer mutates the corpus for the time or number of runs asked for, adding what
 //!    reaches new code to the same directory (the corpus grows from run to run); a crash input
 //!    goes to `target/fuzz-artifacts/<target>/`.
@@ -98,7 +100,28 @@ struct Target {
     /// Whole fixture binaries, run once each before fuzzing. They are not mutated: a 5 MB
     /// input runs a few dozen times a second, and every mutant that reaches new code would
     /// be saved into the corpus at full size.
-    binaries: &'static [Fixture],
+    binaries: Binaries,
+}
+
+/// Which fixture binaries a target runs once each.
+enum Binaries {
+    /// These Go builds.
+    Go(&'static [Fixture]),
+    /// Every Rust build `cargo xtask fixtures` made.
+    Rust,
+}
+
+impl Binaries {
+    /// The ones that were built.
+    fn paths(&self) -> Vec<PathBuf> {
+        match self {
+            Binaries::Go(list) => list
+                .iter()
+                .filter_map(|&(program, release, variant)| fixture(program, release, variant))
+                .collect(),
+            Binaries::Rust => rust_fixtures(),
+        }
+    }
 }
 
 /// A corpus file written before a run.
@@ -121,55 +144,73 @@ const TARGETS: &[Target] = &[
         name: "elf_pclntab",
         max_len: ELF_MAX_LEN,
         seeds: synthetic_go_binaries,
-        binaries: GO_BINARIES,
+        binaries: Binaries::Go(GO_BINARIES),
     },
     Target {
         name: "buildinfo",
         max_len: ELF_MAX_LEN,
         seeds: buildinfo_seeds,
-        binaries: GO_BINARIES,
+        binaries: Binaries::Go(GO_BINARIES),
     },
     Target {
         name: "dwarf_offsets",
         max_len: ELF_MAX_LEN,
         seeds: dwarf_seeds,
-        binaries: DWARF_BINARIES,
+        binaries: Binaries::Go(DWARF_BINARIES),
     },
     Target {
         name: "go_types",
         max_len: ELF_MAX_LEN,
         seeds: synthetic_go_binaries,
-        binaries: TYPES_BINARIES,
+        binaries: Binaries::Go(TYPES_BINARIES),
     },
     Target {
         name: "returns",
         max_len: 64 << 10,
         seeds: returns_seeds,
-        binaries: &[],
+        binaries: Binaries::Go(&[]),
     },
     Target {
         name: "event_decode",
         max_len: 4 << 10,
         seeds: event_seeds,
-        binaries: &[],
+        binaries: Binaries::Go(&[]),
     },
     Target {
         name: "offsets_table",
         max_len: 64 << 10,
         seeds: offsets_table_seeds,
-        binaries: &[],
+        binaries: Binaries::Go(&[]),
     },
     Target {
         name: "otlp_resource_attributes",
         max_len: 16 << 10,
         seeds: resource_seeds,
-        binaries: &[],
+        binaries: Binaries::Go(&[]),
     },
     Target {
         name: "http1_stream",
         max_len: 64 << 10,
         seeds: http1_seeds,
-        binaries: &[],
+        binaries: Binaries::Go(&[]),
+    },
+    Target {
+        name: "rust_symbols",
+        max_len: RUST_SYMBOLS_MAX_LEN,
+        seeds: rust_symbols_seeds,
+        binaries: Binaries::Rust,
+    },
+    Target {
+        name: "traceparent",
+        max_len: 256,
+        seeds: traceparent_seeds,
+        binaries: Binaries::Go(&[]),
+    },
+    Target {
+        name: "h2_hpack",
+        max_len: 1 << 10,
+        seeds: h2_seeds,
+        binaries: Binaries::Go(&[]),
     },
 ];
 
@@ -334,11 +375,7 @@ fn run_target(target: &Target, budget: Budget) -> Result<Outcome> {
         format!("-timeout={INPUT_TIMEOUT_SECONDS}"),
         format!("-artifact_prefix={}/", artifacts.display()),
     ];
-    let binaries: Vec<PathBuf> = target
-        .binaries
-        .iter()
-        .filter_map(|&(program, release, variant)| fixture(program, release, variant))
-        .collect();
+    let binaries = target.binaries.paths();
     if !binaries.is_empty() {
         eprintln!(
             "fuzz: {}: {} fixture binaries, once each",
@@ -1766,4 +1803,373 @@ fn check_go_seed(shape: &Shape, image: &[u8]) -> Result<()> {
         names.itab_type(&elf, itab)
     );
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rust symbols
+
+/// Longest mutated input for `rust_symbols`: the seeds are 3–10 KB; every execution demangles
+/// every symbol, so longer inputs mostly slow the run down.
+const RUST_SYMBOLS_MAX_LEN: usize = 24 << 10;
+/// Copies of one function kept in a seed (a generic function has one per instantiation; two
+/// still exercise the "N copies" path).
+const COPIES_PER_PATH: usize = 2;
+/// Symbols of the probed crates that are no candidate, kept for variety.
+const OTHER_SYMBOLS: usize = 8;
+/// Bytes of code given each function of a seed.
+const SLOT: u64 = 0x10;
+const STT_FUNC: u8 = 2;
+const STB_GLOBAL: u8 = 1;
+const SHT_SYMTAB: u32 = 2;
+const SHT_STRTAB: u32 = 3;
+
+/// Every Rust build `cargo xtask fixtures` made (`target/fixtures/rust/manifest.tsv`).
+fn rust_fixtures() -> Vec<PathBuf> {
+    let Ok(text) = fs::read_to_string(fixtures::out_dir().join("rust/manifest.tsv")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split('\t').nth(3))
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+/// The function symbols of `.symtab`: (mangled name, address, size).
+fn function_symbols(elf: &ElfFile) -> Vec<(String, u64, u64)> {
+    let (Some(symtab), Some(strtab)) = (elf.section(".symtab"), elf.section(".strtab")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for sym in symtab.data.chunks_exact(24) {
+        let name_at = u32::from_le_bytes(sym[0..4].try_into().expect("4 bytes")) as usize;
+        let shndx = u16::from_le_bytes(sym[6..8].try_into().expect("2 bytes"));
+        let address = u64::from_le_bytes(sym[8..16].try_into().expect("8 bytes"));
+        let size = u64::from_le_bytes(sym[16..24].try_into().expect("8 bytes"));
+        if sym[4] & 0xf != STT_FUNC || shndx == 0 || size == 0 {
+            continue;
+        }
+        let Some(rest) = strtab.data.get(name_at..) else {
+            continue;
+        };
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        if let Ok(name) = std::str::from_utf8(&rest[..end]) {
+            out.push((name.to_string(), address, size));
+        }
+    }
+    out
+}
+
+/// Every function path a Rust plan may probe.
+fn candidate_paths() -> Vec<&'static str> {
+    use spanhook::plan::rust::RUST_PROBES;
+    RUST_PROBES
+        .iter()
+        .flat_map(|p| {
+            p.strategies
+                .iter()
+                .flat_map(|s| s.parts.iter())
+                .chain(p.extras.iter())
+        })
+        .flat_map(|part| part.candidates.iter().map(|c| c.path))
+        .collect()
+}
+
+/// Which capabilities a plan traces, as text (what a cut-down seed must keep).
+fn traced(elf: &ElfFile, symbols: &spanhook::inspect::rust::RustSymbols) -> Result<Vec<String>> {
+    use spanhook::{inspect::rust, plan::rust::plan_rust};
+    let binary = rust::analyze(elf, symbols).context("not read as a Rust program")?;
+    let (plan, _) = plan_rust(elf, &binary, symbols, Default::default());
+    Ok(plan
+        .capabilities
+        .iter()
+        .map(|c| format!("{:?}: {}", c.capability, plan.traces(c.capability)))
+        .collect())
+}
+
+/// Small ELF files with each Rust fixture's candidate functions (and a few others of the
+/// same crates), its `.comment` and registry paths, checked to plan the capabilities the
+/// whole binary plans; the mangled names as text; a few hand-made names.
+fn rust_symbols_seeds() -> Result<Vec<Seed>> {
+    let mut seeds = vec![Seed::new(
+        "names-synthetic",
+        "_RNvCs1234_7mycrate3foo\n\
+         _ZN5tokio7runtime4task3raw4poll17h0123456789abcdefE\n\
+         _RINvNtNtCs1234_5tokio7runtime4task4pollINtCs5678_4main3FutEB6_E\n\
+         hyper-util-0.1.21\ntonic-0.14.0-alpha.1\n\
+         /index.crates.io-1949cf8c6b5b557f/hyper-1.12.0/src/proto/h1/role.rs\n",
+    )];
+    let candidates = candidate_paths();
+    let mut seen_names = std::collections::HashSet::new();
+    for path in rust_fixtures() {
+        let elf = ElfFile::open(&path)?;
+        let all = function_symbols(&elf);
+        if all.is_empty() {
+            continue; // stripped: the whole binary is run once, there is nothing to cut
+        }
+        // The agent's own reading says which symbols are the candidates (by address).
+        let symbols = spanhook::inspect::rust::RustSymbols::read(&elf);
+        let mut wanted = std::collections::HashSet::new();
+        for candidate in &candidates {
+            for f in symbols.find(candidate).iter().take(COPIES_PER_PATH) {
+                wanted.insert(f.address);
+            }
+        }
+        let mut kept = Vec::new();
+        let mut others = 0;
+        for (name, address, _) in &all {
+            let rust = name.starts_with("_ZN") || name.starts_with("_R");
+            if !rust {
+                continue;
+            }
+            // Every name at a wanted address: identical functions folded into one keep each.
+            if wanted.contains(address) {
+                kept.push(name.clone());
+            } else if others < OTHER_SYMBOLS
+                && ["5hyper", "2h2", "5tonic", "7reqwest"]
+                    .iter()
+                    .any(|c| name.contains(c))
+            {
+                others += 1;
+                kept.push(name.clone());
+            }
+        }
+        // One seed per distinct symbol set (the sets and profiles often agree).
+        let key = kept.join("\n");
+        if !seen_names.insert(key.clone()) {
+            continue;
+        }
+        let crates = spanhook::inspect::rust::crates::embedded(&elf);
+        let mut rodata = b"/rustc/0000/library/std/src/rt.rs\0".to_vec();
+        for c in &crates {
+            rodata.extend_from_slice(
+                format!(
+                    "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/{}-{}/src/lib.rs\0",
+                    c.name, c.version
+                )
+                .as_bytes(),
+            );
+        }
+        let comment = elf
+            .section(".comment")
+            .map(|s| s.data.to_vec())
+            .unwrap_or_default();
+        let image = rust_image(&kept, comment, rodata);
+        let name = rust_fixture_name(&path);
+        check_rust_seed(&elf, &image)
+            .with_context(|| format!("the cut-down symbols of {}", path.display()))?;
+        ensure!(
+            image.len() <= RUST_SYMBOLS_MAX_LEN,
+            "the seed of {} is {} bytes, over rust_symbols' -max_len",
+            path.display(),
+            image.len()
+        );
+        seeds.push(Seed::new(format!("{name}-names"), key));
+        seeds.push(Seed::new(name, image));
+    }
+    Ok(seeds)
+}
+
+/// `program-set-profile` from `…/rust/<program>/<set>/<profile>/<binary>`.
+fn rust_fixture_name(path: &Path) -> String {
+    let parts: Vec<String> = path
+        .iter()
+        .rev()
+        .skip(1)
+        .take(3)
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    parts.into_iter().rev().collect::<Vec<_>>().join("-")
+}
+
+/// Checks that a cut-down image plans what the whole binary plans.
+fn check_rust_seed(whole: &ElfFile, image: &[u8]) -> Result<()> {
+    use spanhook::inspect::rust::RustSymbols;
+    let want = traced(whole, &RustSymbols::read(whole))?;
+    let elf = ElfFile::from_bytes(PathBuf::from("seed"), image.to_vec())?;
+    let got = traced(&elf, &RustSymbols::read(&elf))?;
+    ensure!(got == want, "plans {got:?}, the whole binary {want:?}");
+    Ok(())
+}
+
+/// An x86-64 ELF file whose `.symtab` holds `names` as functions of `SLOT` bytes each in
+/// `.text`, with `.comment` and `.rodata` as given.
+fn rust_image(names: &[String], comment: Vec<u8>, rodata: Vec<u8>) -> Vec<u8> {
+    let mut strtab = vec![0u8];
+    let mut symtab = vec![0u8; 24];
+    for (i, name) in names.iter().enumerate() {
+        let mut sym = [0u8; 24];
+        put_u32(&mut sym, 0, strtab.len() as u32);
+        sym[4] = STB_GLOBAL << 4 | STT_FUNC;
+        put_u16(&mut sym, 6, 1); // .text, the first part
+        put_u64(&mut sym, 8, BASE + TEXT_AT + SLOT * i as u64);
+        put_u64(&mut sym, 16, SLOT);
+        symtab.extend_from_slice(&sym);
+        strtab.extend_from_slice(name.as_bytes());
+        strtab.push(0);
+    }
+    let text = vec![0xc3u8; (SLOT as usize) * names.len().max(1)];
+    let parts = [
+        Part::loaded(".text", TEXT_AT, PF_R | PF_X, text),
+        Part::unloaded(".comment", comment),
+        Part::unloaded(".rodata", rodata),
+        Part::unloaded(".symtab", symtab),
+        Part::unloaded(".strtab", strtab),
+    ];
+    let mut image = elf_image(Arch::X86_64, &parts, true);
+    // `elf_image` writes every section as PROGBITS: make the symbol table one.
+    let shoff = u64::from_le_bytes(image[40..48].try_into().expect("8 bytes")) as usize;
+    let header = |index: usize| shoff + 64 * index;
+    put_u32(&mut image, header(4) + 4, SHT_SYMTAB);
+    put_u32(&mut image, header(4) + 40, 5); // sh_link: .strtab
+    put_u32(&mut image, header(4) + 44, 1); // sh_info: the first global symbol
+    put_u64(&mut image, header(4) + 56, 24); // sh_entsize
+    put_u32(&mut image, header(5) + 4, SHT_STRTAB);
+    image
+}
+
+// ---------------------------------------------------------------------------------------------
+// traceparent
+
+/// Header values: valid ones of each version and flag, the W3C specification's invalid
+/// examples, whitespace around.
+fn traceparent_seeds() -> Result<Vec<Seed>> {
+    use spanhook::reassembly::Traceparent;
+    let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let cases: &[(&str, &str, bool)] = &[
+        ("valid", valid, true),
+        (
+            "unsampled",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            true,
+        ),
+        (
+            "future-version",
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-09-what-the-future-holds",
+            true,
+        ),
+        (
+            "whitespace",
+            " \t00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 ",
+            true,
+        ),
+        (
+            "uppercase",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+            false,
+        ),
+        (
+            "zero-trace",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            false,
+        ),
+        (
+            "zero-parent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            false,
+        ),
+        (
+            "version-ff",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            false,
+        ),
+        (
+            "version-00-long",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-00",
+            false,
+        ),
+        (
+            "short",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            false,
+        ),
+        (
+            "separators",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
+            false,
+        ),
+        ("empty", "", false),
+    ];
+    let mut seeds = Vec::new();
+    for &(name, value, ok) in cases {
+        let parsed = Traceparent::parse(value.as_bytes());
+        ensure!(
+            matches!(parsed, Traceparent::Valid { .. }) == ok,
+            "the seed {name} parses as {parsed:?}"
+        );
+        seeds.push(Seed::new(name, value));
+    }
+    Ok(seeds)
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/2 frames and the HPACK field
+
+/// One frame of an `h2_hpack` input: type, flags, stream, length (`0, n` for n < 256,
+/// `0xf0 | high, low` up to 1023, `0xff, n` for 16384 − n).
+fn h2_frame(ty: u8, flags: u8, stream: u8, len: [u8; 2]) -> [u8; 5] {
+    [ty, flags, stream, len[0], len[1]]
+}
+
+/// Inputs of `fuzz/fuzz_targets/h2_hpack.rs`: queued streams, frames, cut points.
+fn h2_seeds() -> Result<Vec<Seed>> {
+    const END_HEADERS: u8 = 0x4;
+    const END_STREAM: u8 = 0x1;
+    const PADDED: u8 = 0x8;
+    let settings = h2_frame(4, 0, 0, [0, 18]);
+    let window = h2_frame(8, 0, 0, [0, 4]);
+    let unary = |stream: u8| {
+        [
+            h2_frame(1, END_HEADERS, stream, [0xf1, 20]),
+            h2_frame(0, 0, stream, [0, 5]),
+            h2_frame(0, END_STREAM, stream, [0, 30]),
+        ]
+    };
+    let seed = |queued: u8, frames: &[[u8; 5]], cuts: &[u16]| {
+        let mut data = vec![queued];
+        data.extend(frames.iter().flatten());
+        data.extend(cuts.iter().flat_map(|c| c.to_be_bytes()));
+        data
+    };
+    let mut first = vec![settings, window];
+    first.extend(unary(1));
+    let mut streams = vec![settings];
+    for s in 1..=3 {
+        streams.extend(unary(s));
+    }
+    // Offsets: SETTINGS 9 + 18, WINDOW_UPDATE 9 + 4; the HEADERS header starts at 40, its
+    // block (276 bytes) at 49.
+    Ok(vec![
+        Seed::new("grpc-unary-one-write", seed(0b1, &first, &[])),
+        Seed::new("grpc-unary-cut-in-header", seed(0b1, &first, &[44])),
+        Seed::new(
+            "grpc-unary-cut-in-block",
+            seed(0b1, &first, &[40, 100, 170]),
+        ),
+        Seed::new(
+            "grpc-three-streams",
+            seed(0b101, &streams, &[30, 60, 200, 201, 202, 300]),
+        ),
+        Seed::new(
+            "continuation-padding-too-large",
+            seed(
+                0b111,
+                &[
+                    h2_frame(1, 0, 1, [0, 40]),
+                    h2_frame(9, END_HEADERS, 1, [0, 20]),
+                    h2_frame(1, END_HEADERS | PADDED, 2, [0, 50]),
+                    h2_frame(1, END_HEADERS, 3, [0xff, 10]),
+                    h2_frame(1, END_HEADERS, 3, [0, 10]),
+                    h2_frame(3, 0, 2, [0, 4]),
+                    h2_frame(6, 0, 0, [0, 8]),
+                ],
+                &[5, 16400],
+            ),
+        ),
+        Seed::new(
+            "small-writes",
+            seed(0b11, &streams, &(1..60).map(|i| i * 7).collect::<Vec<_>>()),
+        ),
+    ])
 }

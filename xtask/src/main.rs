@@ -13,6 +13,7 @@ mod fixtures_native;
 mod fixtures_rust;
 mod fuzz;
 mod go;
+mod kube;
 mod offsets;
 mod setup;
 mod soak;

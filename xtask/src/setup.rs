@@ -26,6 +26,10 @@ pub struct Tools {
 pub fn run() -> Result<Tools> {
     let llvm_major = nightly_with_rust_src()?;
     bpf_linker(llvm_major)?;
+    // ebpf/probes/build.rs compiles the CO-RE accessors (ebpf/probes/c/core_read.c) to
+    // bitcode bpf-linker reads: a clang of the same LLVM release.
+    let clang = format!("clang-{llvm_major}");
+    apt_tools(&[(clang.as_str(), clang.as_str())])?;
     apt_tools(&[
         ("bpftool", "bpftool"),
         ("curl", "curl"),
@@ -39,8 +43,28 @@ pub fn run() -> Result<Tools> {
     // agent/tests/export_metrics.rs parses the Prometheus endpoint with Prometheus's own
     // Python parser (Debian's CPython, not a pyenv one).
     python_module("prometheus_client", "python3-prometheus-client")?;
+    tracefs()?;
     let go = go::ensure()?;
     Ok(Tools { go })
+}
+
+/// Mounts tracefs where the kernel documents it when nothing is there yet: a fresh machine of
+/// this kind boots without it, and the socket tests and the bench's bare uprobes need it.
+fn tracefs() -> Result<()> {
+    let dir = std::path::Path::new("/sys/kernel/tracing");
+    if dir.join("events").exists() {
+        return Ok(());
+    }
+    eprintln!("setup: mounting tracefs at {}", dir.display());
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tracefs", "nodev"])
+        .arg(dir)
+        .status()
+        .context("running mount")?;
+    if !status.success() {
+        bail!("mount -t tracefs nodev {} failed: {status}", dir.display());
+    }
+    Ok(())
 }
 
 /// Installs `package` unless Debian's python3 can already import `module`.

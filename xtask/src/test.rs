@@ -39,12 +39,15 @@ pub fn run(args: &Args) -> Result<()> {
     crate::fixtures_native::build()?;
     let otelcol = collector::ensure(&tools)?;
     let grpcurl = crate::thirdparty::grpcurl(&tools)?;
+    let kube = crate::kube::ensure(&tools)?;
     let mut test = Command::new("cargo");
     test.current_dir(crate::root())
         .args(["test", "--locked", "--no-fail-fast"])
         .env("SPANHOOK_FIXTURES", fixtures::out_dir())
         .env("SPANHOOK_OTELCOL", &otelcol)
-        .env("SPANHOOK_GRPCURL", &grpcurl);
+        .env("SPANHOOK_GRPCURL", &grpcurl)
+        .env("SPANHOOK_KUBE_APISERVER", &kube.apiserver)
+        .env("SPANHOOK_ETCD", &kube.etcd);
     if !args.cargo_args.is_empty() {
         test.args(&args.cargo_args);
     }

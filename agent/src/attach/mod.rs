@@ -5,9 +5,9 @@
 //! uprobes are attached, and is removed after they are detached, so a probe never runs
 //! against a process it has no configuration for.
 
+pub mod binaries;
 pub mod features;
 pub mod kernel_check;
-pub mod kernel_layout;
 pub mod lifecycle;
 pub mod loader;
 pub mod propagate;

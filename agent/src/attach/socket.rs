@@ -1,19 +1,24 @@
-//! Socket-level capture in the kernel: the syscall tracepoint programs, their kernel layout,
-//! the socket ring buffer, and what is cleaned up per process.
+//! Socket-level capture in the kernel: the syscall tracepoint programs, the socket ring
+//! buffer, and what is cleaned up per process.
 //!
 //! Tracepoints are global, unlike uprobes: they are loaded and attached once, when the first
 //! process traced at socket level arrives, and filter in the kernel on `TARGETS` (a process
 //! is captured only while its entry carries `FLAG_SOCKET_CAPTURE`). When the last such
 //! process is detached they are detached and unloaded too, so other processes pay nothing.
 //! The libssl uprobes are ordinary per-process uprobe sites (see `plan::socket`).
+//!
+//! The programs find the kernel's socket structures through CO-RE relocations
+//! (ebpf/probes/c/core_read.c), which aya applies against the running kernel's BTF when it
+//! loads them: without that BTF they would read at the offsets they were compiled with, so
+//! capture refuses to start.
 
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, RingBuf},
     programs::TracePoint,
 };
-use spanhook_common::{IgnoredSock, KernelLayout, SocketCall, SslCall, SslKey, TargetConfig};
+use spanhook_common::{IgnoredSock, SocketCall, SslCall, SslKey, TargetConfig};
 
-use super::{kernel_layout, EventReader, Probes};
+use super::{kernel_check::VMLINUX_BTF, EventReader, Probes};
 
 /// Each tracepoint program and the `syscalls:` tracepoints it runs on.
 pub const TRACEPOINTS: &[(&str, &[&str])] = &[
@@ -46,9 +51,15 @@ pub const TRACEPOINTS: &[(&str, &[&str])] = &[
 /// Why socket-level capture cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum SocketCaptureError {
-    /// The kernel's structure layout could not be read.
-    #[error(transparent)]
-    Layout(#[from] kernel_layout::LayoutError),
+    /// The kernel publishes no BTF, which the programs' CO-RE relocations are resolved with.
+    #[error("cannot read the kernel's BTF at {path} (socket-level tracing needs a kernel built with CONFIG_DEBUG_INFO_BTF): {source}")]
+    NoBtf {
+        /// The file.
+        path: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A program or map is missing from the embedded object.
     #[error("eBPF object lacks {0} (agent and probes out of step)")]
     Missing(&'static str),
@@ -98,23 +109,10 @@ impl Probes {
         if self.socket_capture_enabled() {
             return Ok(false);
         }
-        let layout = kernel_layout::running_kernel()?;
-        let map = self
-            .ebpf
-            .map_mut("KERNEL_LAYOUT")
-            .ok_or(SocketCaptureError::Missing("KERNEL_LAYOUT"))?;
-        let mut array = aya::maps::Array::<_, KernelLayout>::try_from(map).map_err(|source| {
-            SocketCaptureError::Map {
-                name: "KERNEL_LAYOUT",
-                source,
-            }
+        std::fs::metadata(VMLINUX_BTF).map_err(|source| SocketCaptureError::NoBtf {
+            path: VMLINUX_BTF,
+            source,
         })?;
-        array
-            .set(0, layout, 0)
-            .map_err(|source| SocketCaptureError::Map {
-                name: "KERNEL_LAYOUT",
-                source,
-            })?;
         let result = (|| {
             for (program, points) in TRACEPOINTS {
                 let prog = self.tracepoint(program)?;

@@ -237,6 +237,7 @@ pub(crate) async fn run_with(
         }
         drain(&mut reader, &assembler, &mut pipeline, &mut stats);
         sockets.drain(&mut probes, &assembler, &mut pipeline);
+        pipeline.flush();
         for pid in exited {
             if live.remove(&pid) {
                 tracing::info!("pid {pid} exited; its probes are detached");
@@ -335,12 +336,16 @@ pub(crate) struct ReadStats {
     last_error: HashMap<String, u64>,
 }
 
+/// Turns every record in the ring into a span for the pipeline, then flushes the pipeline:
+/// the spans of one drain cross to the export task together.
 pub(crate) fn drain(
     reader: &mut crate::attach::EventReader,
     assembler: &Assembler,
     pipeline: &mut Pipeline,
     stats: &mut ReadStats,
 ) {
+    // Spans other sources sent since the last drain (socket-level ones) go first.
+    pipeline.flush();
     reader.drain(|bytes| {
         stats.events += 1;
         match events::decode(bytes) {
@@ -364,6 +369,7 @@ pub(crate) fn drain(
             }
         }
     });
+    pipeline.flush();
 }
 
 /// A pidfd becomes readable when its process exits; no polling of /proc.

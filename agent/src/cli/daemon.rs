@@ -13,7 +13,7 @@ mod health;
 
 use std::{
     collections::HashMap,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
@@ -30,17 +30,23 @@ use super::{
 };
 use crate::{
     attach::{
+        binaries::{FileIdentity, SharedBinaries},
         lifecycle::{decode_process_event, ProcessChange},
         AttachRequest, EventReader, Probes,
     },
     discovery::{
         config::DiscoveryMode,
+        kube::{PodFacts, PodMatch},
+        kube_watch::{KubeSettings, PodWatch},
         procfs::{self, ProcessFacts},
-        DaemonConfig, Settings, Verdict,
+        ContainerInfo, DaemonConfig, Settings, Verdict,
     },
     export::Pipeline,
-    plan::{self, OffsetTable},
-    spans::{resource::parse_resource_attributes, Assembler, Clock, ProcessResource},
+    inspect::{elf::ElfFile, process::Process},
+    plan::{self, Language, OffsetTable, PlannedTarget},
+    spans::{
+        http::ErrorTypes, resource::parse_resource_attributes, Assembler, Clock, ProcessResource,
+    },
 };
 use health::Metrics;
 use spanhook_common::ProcessEventKind;
@@ -139,6 +145,15 @@ struct Target {
     selector: String,
 }
 
+/// A target in a container whose pod the watch did not know when it was attached: its
+/// resource gets the pod's attributes as soon as the watch does.
+struct AwaitingPod {
+    container: ContainerInfo,
+    env: Vec<(String, String)>,
+    resource: Arc<ProcessResource>,
+    errors: Option<Arc<dyn ErrorTypes>>,
+}
+
 /// What was decided about a process that is not traced, until it execs or exits.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Seen {
@@ -161,6 +176,20 @@ struct Daemon {
     targets: HashMap<u32, Target>,
     seen: HashMap<u32, (u64, PathBuf, Seen)>,
     metrics: Arc<Metrics>,
+    pods: Option<PodWatch>,
+    awaiting_pod: HashMap<u32, AwaitingPod>,
+    /// Executables' probes, attached once per file for all of its processes.
+    shared: SharedBinaries,
+    /// Each executable's analysis (language and probe plan), by file identity, while a
+    /// target runs it: the 2nd to 200th replica of a service is not parsed again.
+    analyses: HashMap<FileIdentity, Analysis>,
+}
+
+/// What reading an executable found, the same for every process of it.
+struct Analysis {
+    elf: Arc<ElfFile>,
+    language: Language,
+    plan: plan::TargetPlan,
 }
 
 impl Daemon {
@@ -180,11 +209,14 @@ impl Daemon {
                 return;
             }
         }
-        let Some(facts) = ProcessFacts::read(pid) else {
+        let Some(mut facts) = ProcessFacts::read(pid) else {
             // A kernel thread, or gone.
             self.seen.insert(pid, (start, exe, Seen::Settled));
             return;
         };
+        if let Some(pods) = &self.pods {
+            facts.pod = pods.facts(&facts.container);
+        }
         match self.settings.selection.verdict(&facts) {
             Verdict::Trace(selector) => self.attach(pid, start, exe, &facts, selector),
             Verdict::Pending => {
@@ -231,9 +263,10 @@ impl Daemon {
             d.metrics.attach_failures.fetch_add(1, Ordering::Relaxed);
             d.seen.insert(pid, (start, exe.clone(), Seen::Settled));
         };
-        let t = match plan::plan_pid(pid, &self.table, options) {
+        let identity = FileIdentity::of(Path::new(&format!("/proc/{pid}/exe"))).ok();
+        let t = match self.plan(pid, identity, options) {
             Ok(t) => t,
-            Err(e) => return refuse(self, e.to_string()),
+            Err(e) => return refuse(self, e),
         };
         for w in &t.plan.warnings {
             tracing::warn!("pid {pid}: {w}");
@@ -248,9 +281,14 @@ impl Daemon {
             config: t.plan.config,
             sites: t.plan.sites.clone(),
         };
-        if let Err(e) = self.probes.attach(&request) {
-            return refuse(self, e.to_string());
-        }
+        let attached = match identity {
+            Some(id) => self.shared.attach(&mut self.probes, &request, id).map(Some),
+            None => self.probes.attach(&request).map(|()| None),
+        };
+        let shared = match attached {
+            Ok(s) => s,
+            Err(e) => return refuse(self, e.to_string()),
+        };
         let mut resource = ProcessResource::from_proc(pid, Some(t.language.runtime()), &self.extra);
         let mut add = |key: &'static str, value: &Option<String>| {
             if let Some(v) = value {
@@ -261,9 +299,23 @@ impl Daemon {
         };
         add("container.id", &facts.container.container_id);
         add("k8s.pod.uid", &facts.container.pod_uid);
+        if let PodFacts::Known(m) = &facts.pod {
+            resource.add_pod(&facts.env, &m.attributes(), m.pod.service_name());
+        }
         let resource = Arc::new(resource);
         attach::log_plan(&t, &resource.service_name);
         let errors = t.error_types();
+        if facts.pod == PodFacts::Unknown && self.pods.is_some() {
+            self.awaiting_pod.insert(
+                pid,
+                AwaitingPod {
+                    container: facts.container.clone(),
+                    env: facts.env.clone(),
+                    resource: resource.clone(),
+                    errors: errors.clone(),
+                },
+            );
+        }
         self.assembler.add_process(resource.clone(), errors);
         if let Err(e) = self.sockets.add(&mut self.probes, &t) {
             tracing::warn!("pid {pid}: {e:#}");
@@ -278,9 +330,13 @@ impl Daemon {
             }
         }
         tracing::info!(
-            "pid {pid} attached (selector {selector}, service {}, {} uprobes{}) in {} ms",
+            "pid {pid} attached (selector {selector}, service {}, {} uprobes{}{}) in {} ms",
             resource.service_name,
-            self.probes.uprobe_count(pid),
+            self.shared.uprobe_count(&self.probes, pid),
+            match shared {
+                Some(s) if !s.first => " shared with its binary's other processes",
+                _ => "",
+            },
             facts
                 .container
                 .container_id
@@ -297,13 +353,54 @@ impl Daemon {
             .store(self.targets.len() as u64, Ordering::Relaxed);
     }
 
+    /// Plans `pid`, reading its executable only when no target runs the same file.
+    fn plan(
+        &mut self,
+        pid: u32,
+        identity: Option<FileIdentity>,
+        options: plan::PlanOptions,
+    ) -> Result<PlannedTarget, String> {
+        let Some(id) = identity else {
+            return plan::plan_pid(pid, &self.table, options).map_err(|e| e.to_string());
+        };
+        let process = Process::open(pid).map_err(|e| e.to_string())?;
+        if !self.analyses.contains_key(&id) {
+            // The whole analysis through the usual path, so errors read the same.
+            let t = plan::plan_pid(pid, &self.table, options).map_err(|e| e.to_string())?;
+            // A plan with probes in a library the process maps (libssl) depends on the
+            // process: only plans of the executable alone are reused.
+            if t.plan.sites.iter().all(|s| s.binary.is_none()) {
+                self.analyses.insert(
+                    id,
+                    Analysis {
+                        elf: t.elf.clone(),
+                        language: t.language.clone(),
+                        plan: t.plan.clone(),
+                    },
+                );
+            }
+            return Ok(t);
+        }
+        let a = &self.analyses[&id];
+        let mut plan = a.plan.clone();
+        plan::socket::for_process(pid, &mut plan);
+        Ok(PlannedTarget {
+            process,
+            elf: a.elf.clone(),
+            language: a.language.clone(),
+            plan,
+        })
+    }
+
     /// Detaches `pid` if it is a target and `still_ours` says so.
     fn detach(&mut self, pid: u32, why: &str) {
         let Some(target) = self.targets.remove(&pid) else {
             return;
         };
-        self.probes.detach(pid);
+        self.shared.detach(&mut self.probes, pid);
+        self.analyses.retain(|id, _| self.shared.in_use(id));
         self.assembler.remove_process(pid);
+        self.awaiting_pod.remove(&pid);
         self.sockets.remove_process(pid);
         tracing::info!(
             "pid {pid} {why} (selector {}); its probes are detached",
@@ -358,6 +455,36 @@ impl Daemon {
         }
     }
 
+    /// Gives targets whose pod was unknown at attach their pod's attributes once the watch
+    /// knows it; the spans before that carry `container.id` and `k8s.pod.uid` only.
+    fn complete_pods(&mut self) {
+        let Some(pods) = &self.pods else {
+            return;
+        };
+        let found: Vec<(u32, PodMatch)> = self
+            .awaiting_pod
+            .iter()
+            .filter_map(|(pid, a)| match pods.facts(&a.container) {
+                PodFacts::Known(m) => Some((*pid, m)),
+                _ => None,
+            })
+            .collect();
+        for (pid, m) in found {
+            let Some(a) = self.awaiting_pod.remove(&pid) else {
+                continue;
+            };
+            let mut resource = (*a.resource).clone();
+            resource.add_pod(&a.env, &m.attributes(), m.pod.service_name());
+            tracing::info!(
+                "pid {pid}: in pod {}/{} (service {})",
+                m.pod.namespace,
+                m.pod.name,
+                resource.service_name
+            );
+            self.assembler.add_process(Arc::new(resource), a.errors);
+        }
+    }
+
     fn recheck_pending(&mut self) {
         let pending: Vec<u32> = self
             .seen
@@ -379,8 +506,12 @@ pub async fn run(args: DaemonArgs) -> Result<ExitCode> {
         args.listen.as_deref(),
         own_pid,
     )?;
+    let pods = match settings.kubernetes {
+        true => Some(PodWatch::start(&kube_settings(&settings)).await?),
+        false => None,
+    };
     if args.dry_run {
-        return Ok(dry_run(&settings));
+        return Ok(dry_run(&settings, pods.as_ref()));
     }
     let attach_args = attach_args(&args, &settings)?;
     let exporters = attach::build_exporters(&attach_args, None)?;
@@ -437,6 +568,10 @@ pub async fn run(args: DaemonArgs) -> Result<ExitCode> {
         targets: HashMap::new(),
         seen: HashMap::new(),
         metrics: metrics.clone(),
+        pods,
+        awaiting_pod: HashMap::new(),
+        shared: SharedBinaries::default(),
+        analyses: HashMap::new(),
     };
     let mut pipeline = Pipeline::start(exporters, attach::QUEUE_SPANS);
     let scan_started = Instant::now();
@@ -493,6 +628,9 @@ pub async fn run(args: DaemonArgs) -> Result<ExitCode> {
         daemon
             .sockets
             .drain(&mut daemon.probes, &daemon.assembler, &mut pipeline);
+        // Socket-level spans are batched like the others: hand them over now, not at the
+        // next symbol-level drain.
+        pipeline.flush();
         for c in changes {
             match c.kind {
                 ProcessEventKind::Exec => daemon.exec(c.pid),
@@ -509,6 +647,7 @@ pub async fn run(args: DaemonArgs) -> Result<ExitCode> {
             } else {
                 daemon.recheck_pending();
             }
+            daemon.complete_pods();
             metrics.update(
                 &daemon.probes,
                 stats.events,
@@ -547,6 +686,31 @@ pub async fn run(args: DaemonArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where the pod watch connects and which node it watches.
+fn kube_settings(settings: &Settings) -> KubeSettings {
+    let k = &settings.raw.kubernetes;
+    let node = k
+        .node_name
+        .clone()
+        .or_else(|| {
+            // The DaemonSet sets it from the downward API's spec.nodeName.
+            ["NODE_NAME", "K8S_NODE_NAME"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok().filter(|n| !n.is_empty()))
+        })
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_default();
+    KubeSettings {
+        kubeconfig: k.kubeconfig.clone(),
+        node,
+        sync_timeout: Duration::from_secs(k.sync_timeout_secs),
+    }
+}
+
 async fn lifecycle_ready(reader: &mut Option<EventReader>) {
     match reader {
         Some(r) => r.ready().await,
@@ -555,18 +719,21 @@ async fn lifecycle_ready(reader: &mut Option<EventReader>) {
 }
 
 /// `--dry-run`: the verdict for every running process that is not simply unselected.
-fn dry_run(settings: &Settings) -> ExitCode {
+fn dry_run(settings: &Settings, pods: Option<&PodWatch>) -> ExitCode {
     println!("{:>8}  {:<40}  EXECUTABLE", "PID", "VERDICT");
     let mut pids = procfs::pids();
     pids.sort_unstable();
     for pid in pids {
-        let Some(facts) = ProcessFacts::read(pid) else {
+        let Some(mut facts) = ProcessFacts::read(pid) else {
             continue;
         };
+        if let Some(pods) = pods {
+            facts.pod = pods.facts(&facts.container);
+        }
         let verdict = match settings.selection.verdict(&facts) {
             Verdict::NotSelected => continue,
             Verdict::Trace(s) => format!("trace ({s})"),
-            Verdict::Pending => "waits for a selected port".to_string(),
+            Verdict::Pending => "waits for a selected port or its pod".to_string(),
             Verdict::Excluded(by) => format!("excluded ({by})"),
         };
         println!("{pid:>8}  {verdict:<40}  {}", facts.exe.display());

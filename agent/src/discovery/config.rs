@@ -36,6 +36,42 @@ pub struct DaemonConfig {
     /// How new processes are noticed.
     #[serde(default)]
     pub discovery: DiscoveryConfig,
+    /// Pod metadata from the Kubernetes API server.
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+}
+
+/// Kubernetes pod metadata: on when set so, or by default when running in a pod.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// `true`, `false`, or unset: on when `KUBERNETES_SERVICE_HOST` is set (in a pod).
+    pub enabled: Option<bool>,
+    /// A kubeconfig file (default: the pod's service account, else `$KUBECONFIG`).
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name (default: `$NODE_NAME` or `$K8S_NODE_NAME`, which the DaemonSet
+    /// sets from `spec.nodeName`, else the host name).
+    pub node_name: Option<String>,
+    /// How long to wait at start for the first list of pods, in seconds.
+    pub sync_timeout_secs: u64,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            kubeconfig: None,
+            node_name: None,
+            sync_timeout_secs: 15,
+        }
+    }
+}
+
+impl KubernetesConfig {
+    /// Whether metadata is wanted, given `$KUBERNETES_SERVICE_HOST`.
+    pub fn wanted(&self, in_cluster: bool) -> bool {
+        self.enabled.unwrap_or(in_cluster)
+    }
 }
 
 fn yes() -> bool {
@@ -142,6 +178,14 @@ pub enum ConfigError {
     /// An interval of zero.
     #[error("{0}: discovery intervals must be above zero")]
     Interval(PathBuf),
+    /// A selector needs pod metadata that is turned off.
+    #[error("{path}: selector {selector} uses namespace or pod labels/annotations, which need `kubernetes.enabled: true` (or running in a pod)")]
+    NeedsKubernetes {
+        /// The file.
+        path: PathBuf,
+        /// The selector.
+        selector: String,
+    },
 }
 
 /// A validated configuration.
@@ -159,6 +203,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// Rescan period in `events` mode.
     pub rescan_interval: Duration,
+    /// Whether pod metadata is read from the Kubernetes API server.
+    pub kubernetes: bool,
 }
 
 impl DaemonConfig {
@@ -206,6 +252,15 @@ impl DaemonConfig {
         if self.discovery.poll_interval_ms == 0 || self.discovery.rescan_interval_secs == 0 {
             return Err(ConfigError::Interval(path));
         }
+        let kubernetes = self
+            .kubernetes
+            .wanted(std::env::var_os("KUBERNETES_SERVICE_HOST").is_some());
+        if let (false, Some(selector)) = (kubernetes, selection.needs_pod()) {
+            return Err(ConfigError::NeedsKubernetes {
+                selector: selector.to_string(),
+                path,
+            });
+        }
         Ok(Settings {
             poll_interval: Duration::from_millis(self.discovery.poll_interval_ms),
             rescan_interval: Duration::from_secs(self.discovery.rescan_interval_secs),
@@ -213,6 +268,7 @@ impl DaemonConfig {
             raw: self,
             selection,
             listen,
+            kubernetes,
         })
     }
 }
@@ -248,6 +304,10 @@ health:
 discovery:
   mode: poll
   poll_interval_ms: 100
+kubernetes:
+  enabled: true
+  kubeconfig: /etc/kubeconfig
+  node_name: node-a
 "#,
         )
         .unwrap();
@@ -258,6 +318,24 @@ discovery:
         assert_eq!(s.raw.discovery.mode, DiscoveryMode::Poll);
         assert_eq!(s.raw.export.otlp_protocol.as_deref(), Some("grpc"));
         assert!(s.raw.propagate && !s.raw.exclude_defaults);
+        assert!(s.kubernetes);
+        assert_eq!(s.raw.kubernetes.node_name.as_deref(), Some("node-a"));
+        assert_eq!(s.raw.kubernetes.sync_timeout_secs, 15);
+    }
+
+    #[test]
+    fn pod_selectors_need_kubernetes() {
+        let s = settings(
+            "selectors: [{namespace: shop, pod_labels: {tier: web}}]\nkubernetes: {enabled: true}\n",
+        )
+        .unwrap();
+        assert_eq!(s.selection.needs_pod(), Some("selectors[0]"));
+        let e = settings("selectors: [{exe: x}]\nexclude: [{name: sys, namespace: kube-system}]\nkubernetes: {enabled: false}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("selector sys uses namespace"), "{e}");
+        assert!(KubernetesConfig::default().wanted(true));
+        assert!(!KubernetesConfig::default().wanted(false));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::{cell::OnceCell, collections::HashSet, path::PathBuf};
 
-use super::container::ContainerInfo;
+use super::{container::ContainerInfo, kube::PodFacts};
 
 /// Every process id in `/proc`.
 pub fn pids() -> Vec<u32> {
@@ -54,6 +54,8 @@ pub struct ProcessFacts {
     pub env: Vec<(String, String)>,
     /// cgroup path, container and pod.
     pub container: ContainerInfo,
+    /// The pod, as the Kubernetes watch knows it (filled by the daemon, not by [`Self::read`]).
+    pub pod: PodFacts,
     /// Listening TCP ports, read on first use.
     pub(super) ports: OnceCell<Vec<u16>>,
 }
@@ -97,6 +99,7 @@ impl ProcessFacts {
             cmdline,
             env,
             container,
+            pod: PodFacts::None,
             ports: OnceCell::new(),
         })
     }

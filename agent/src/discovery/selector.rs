@@ -10,7 +10,7 @@ use glob::{MatchOptions, Pattern};
 use regex::Regex;
 use serde::Deserialize;
 
-use super::procfs::ProcessFacts;
+use super::{kube::PodFacts, procfs::ProcessFacts};
 
 /// One selector (or exclusion) as written in the configuration.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -32,6 +32,12 @@ pub struct SelectorConfig {
     pub container_id: Option<String>,
     /// Glob on the cgroup path, e.g. `/kubepods.slice/*`.
     pub cgroup: Option<String>,
+    /// Glob on the Kubernetes namespace of the process's pod.
+    pub namespace: Option<String>,
+    /// Pod labels and a glob on their value (`"*"`: set to anything).
+    pub pod_labels: Option<BTreeMap<String, String>>,
+    /// Pod annotations and a glob on their value.
+    pub pod_annotations: Option<BTreeMap<String, String>>,
 }
 
 /// A port or a range of ports.
@@ -94,6 +100,9 @@ pub struct Selector {
     env: Vec<(String, Pattern)>,
     container_id: Option<Pattern>,
     cgroup: Option<Pattern>,
+    namespace: Option<Pattern>,
+    pod_labels: Vec<(String, Pattern)>,
+    pod_annotations: Vec<(String, Pattern)>,
 }
 
 /// How one selector relates to one process.
@@ -105,6 +114,8 @@ pub enum Fit {
     No,
     /// Everything matches but no selected port is listening yet.
     NotListening,
+    /// The process runs in a container whose pod the Kubernetes watch does not know yet.
+    PodUnknown,
 }
 
 const GLOB: MatchOptions = MatchOptions {
@@ -143,18 +154,24 @@ impl Selector {
                 })
             })
             .transpose()?;
-        let mut env = Vec::new();
-        for (k, v) in c.env.iter().flatten() {
-            env.push((
-                k.clone(),
-                Pattern::new(v).map_err(|source| SelectorError::Glob {
-                    selector: name.clone(),
-                    field: "env",
-                    glob: v.clone(),
-                    source,
-                })?,
-            ));
-        }
+        let pairs = |field: &'static str, m: &Option<BTreeMap<String, String>>| {
+            m.iter()
+                .flatten()
+                .map(|(k, v)| {
+                    let g = Pattern::new(v).map_err(|source| SelectorError::Glob {
+                        selector: name.clone(),
+                        field,
+                        glob: v.clone(),
+                        source,
+                    })?;
+                    Ok((k.clone(), g))
+                })
+                .collect::<Result<Vec<_>, SelectorError>>()
+        };
+        let env = pairs("env", &c.env)?;
+        let namespace = glob("namespace", &c.namespace)?;
+        let pod_labels = pairs("pod_labels", &c.pod_labels)?;
+        let pod_annotations = pairs("pod_annotations", &c.pod_annotations)?;
         let mut ports = Vec::new();
         for spec in c.ports.iter().flatten() {
             ports.push(parse_ports(spec).ok_or_else(|| SelectorError::Port {
@@ -171,7 +188,10 @@ impl Selector {
             && cgroup.is_none()
             && cmdline.is_none()
             && env.is_empty()
-            && ports.is_empty();
+            && ports.is_empty()
+            && namespace.is_none()
+            && pod_labels.is_empty()
+            && pod_annotations.is_empty();
         if empty {
             return Err(SelectorError::Empty(name));
         }
@@ -184,7 +204,42 @@ impl Selector {
             env,
             container_id,
             cgroup,
+            namespace,
+            pod_labels,
+            pod_annotations,
         })
+    }
+
+    /// Whether the selector looks at Kubernetes pod metadata.
+    pub fn needs_pod(&self) -> bool {
+        self.namespace.is_some() || !self.pod_labels.is_empty() || !self.pod_annotations.is_empty()
+    }
+
+    /// How the pod criteria relate to `p`; `Yes` when there are none.
+    fn pod_fit(&self, p: &ProcessFacts) -> Fit {
+        if !self.needs_pod() {
+            return Fit::Yes;
+        }
+        let pod = match &p.pod {
+            PodFacts::None => return Fit::No,
+            PodFacts::Unknown => return Fit::PodUnknown,
+            PodFacts::Known(m) => &m.pod,
+        };
+        let pairs = |want: &[(String, Pattern)], have: &BTreeMap<String, String>| {
+            want.iter()
+                .all(|(k, g)| have.get(k).is_some_and(|v| g.matches_with(v, GLOB)))
+        };
+        let fits = self
+            .namespace
+            .as_ref()
+            .is_none_or(|g| g.matches_with(&pod.namespace, GLOB))
+            && pairs(&self.pod_labels, &pod.labels)
+            && pairs(&self.pod_annotations, &pod.annotations);
+        if fits {
+            Fit::Yes
+        } else {
+            Fit::No
+        }
     }
 
     /// Whether the selector only matches processes that listen on a port.
@@ -219,6 +274,10 @@ impl Selector {
                 .is_none_or(|g| g.matches_with(&p.container.cgroup, GLOB));
         if !static_match {
             return Fit::No;
+        }
+        match self.pod_fit(p) {
+            Fit::Yes => {}
+            other => return other,
         }
         if self.ports.is_empty() {
             return Fit::Yes;
@@ -341,6 +400,15 @@ impl Selection {
         self.include.is_empty()
     }
 
+    /// The first selector or exclusion that needs Kubernetes pod metadata, by name.
+    pub fn needs_pod(&self) -> Option<&str> {
+        self.include
+            .iter()
+            .chain(&self.exclude)
+            .find(|s| s.needs_pod())
+            .map(|s| s.name.as_str())
+    }
+
     /// Decides for `p`.
     pub fn verdict(&self, p: &ProcessFacts) -> Verdict {
         if p.pid == self.own_pid {
@@ -354,7 +422,7 @@ impl Selection {
                     selected = Some(s.name.clone());
                     break;
                 }
-                Fit::NotListening => pending = true,
+                Fit::NotListening | Fit::PodUnknown => pending = true,
                 Fit::No => {}
             }
         }
@@ -365,10 +433,17 @@ impl Selection {
                 Verdict::NotSelected
             };
         };
+        let mut undecided = false;
         for s in &self.exclude {
-            if s.fit(p) == Fit::Yes {
-                return Verdict::Excluded(s.name.clone());
+            match s.fit(p) {
+                Fit::Yes => return Verdict::Excluded(s.name.clone()),
+                // An exclusion by namespace or label may still apply: wait for the pod.
+                Fit::PodUnknown => undecided = true,
+                Fit::No | Fit::NotListening => {}
             }
+        }
+        if undecided {
+            return Verdict::Pending;
         }
         Verdict::Trace(selected)
     }
@@ -505,6 +580,61 @@ mod tests {
         p.container.container_id = None;
         p.container.cgroup = "/kubepods.slice/x".into();
         assert_eq!(sel.verdict(&p), Verdict::Trace("pods".into()));
+    }
+
+    #[test]
+    fn namespaces_labels_and_annotations_of_the_pod() {
+        use std::sync::Arc;
+
+        use crate::discovery::kube::{PodMatch, PodMeta};
+        let s = yaml(
+            "- name: shop-web\n  namespace: \"shop*\"\n  pod_labels: {tier: web}\n  pod_annotations: {trace: \"*\"}\n",
+        );
+        let ex = yaml("- name: canary\n  pod_labels: {track: canary}\n");
+        let sel = Selection::new(&s, &ex, false, 1).unwrap();
+        let pod = |ns: &str, labels: &[(&str, &str)], annotations: &[(&str, &str)]| {
+            let map = |kv: &[(&str, &str)]| {
+                kv.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            };
+            PodFacts::Known(PodMatch {
+                pod: Arc::new(PodMeta {
+                    namespace: ns.into(),
+                    labels: map(labels),
+                    annotations: map(annotations),
+                    ..Default::default()
+                }),
+                container: None,
+            })
+        };
+        let mut p = facts(40, "/app", &[], &[]);
+        p.pod = pod("shop-eu", &[("tier", "web")], &[("trace", "yes")]);
+        assert_eq!(sel.verdict(&p), Verdict::Trace("shop-web".into()));
+        p.pod = pod(
+            "shop-eu",
+            &[("tier", "web"), ("track", "canary")],
+            &[("trace", "1")],
+        );
+        assert_eq!(sel.verdict(&p), Verdict::Excluded("canary".into()));
+        p.pod = pod("default", &[("tier", "web")], &[("trace", "yes")]);
+        assert_eq!(sel.verdict(&p), Verdict::NotSelected);
+        p.pod = pod("shop", &[("tier", "db")], &[("trace", "yes")]);
+        assert_eq!(sel.verdict(&p), Verdict::NotSelected);
+        p.pod = pod("shop", &[("tier", "web")], &[]);
+        assert_eq!(sel.verdict(&p), Verdict::NotSelected);
+        // In a container the watch has not seen yet: asked again later.
+        p.pod = PodFacts::Unknown;
+        assert_eq!(sel.verdict(&p), Verdict::Pending);
+        // On the host: never in a namespace.
+        p.pod = PodFacts::None;
+        assert_eq!(sel.verdict(&p), Verdict::NotSelected);
+        // An exclusion by label waits for the pod too, rather than trace it meanwhile.
+        let any = yaml("- exe: \"*\"\n");
+        let sel = Selection::new(&any, &ex, false, 1).unwrap();
+        p.pod = PodFacts::Unknown;
+        assert_eq!(sel.verdict(&p), Verdict::Pending);
+        assert_eq!(sel.needs_pod(), Some("canary"));
     }
 
     #[test]

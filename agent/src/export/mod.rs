@@ -4,6 +4,7 @@
 pub mod config;
 pub mod console;
 pub mod convert;
+pub mod encode;
 pub mod file;
 pub mod otlp;
 pub mod pipeline;

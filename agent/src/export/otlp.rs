@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 
 use super::{
     config::{OtlpSettings, Signal},
-    convert,
+    encode::TraceEncoder,
     transport::{send_with_retry, Backoff, OtlpClient, Payload},
     Deadline, ExportError, Exporter,
 };
@@ -79,6 +79,7 @@ pub struct OtlpConfig {
 /// Exports one OTLP request per batch (a `ResourceSpans` per process).
 pub struct OtlpExporter {
     client: OtlpClient,
+    encoder: TraceEncoder,
     backoff: Backoff,
     deadline: Deadline,
     telemetry: Arc<Telemetry>,
@@ -108,6 +109,7 @@ impl OtlpExporter {
         let name = format!("otlp {proto} {}", settings.endpoint);
         Ok(Self {
             client: OtlpClient::build(settings)?,
+            encoder: TraceEncoder::new(),
             backoff: backoff_from_env(),
             deadline: Deadline::default(),
             telemetry,
@@ -151,7 +153,8 @@ impl Exporter for OtlpExporter {
 
     fn export<'a>(&'a mut self, spans: &'a [SpanRecord]) -> BoxFuture<'a, Result<(), ExportError>> {
         Box::pin(async move {
-            let payload = Payload::Traces(convert::export_request(spans));
+            let payload =
+                Payload::Traces(bytes::Bytes::copy_from_slice(self.encoder.encode(spans)));
             let telemetry = self.telemetry.clone();
             let result = send_with_retry(
                 &self.client,

@@ -2,13 +2,22 @@
 //!
 //! Each span handed to [`Pipeline::send`] is first counted in the RED metrics (every request
 //! counts, sampled or not), then sampled, then queued. The event reader never waits for the
-//! network: when the queue is full the span is dropped and counted (`queue_full`). An exporter
+//! network: when the queue is full the span is dropped and counted (`queue_full`). Spans cross
+//! to the export task in batches, one per [`Pipeline::flush`] (the reader flushes after each
+//! drain of the ring buffer): one channel message and one task wakeup per drain instead of
+//! per span. The queue's capacity still counts spans, those waiting for the flush included. An exporter
 //! that gives a batch up counts it under its reason (`rejected`, `retries_exhausted`,
 //! `shutdown`, `write_failed`), and what is still queued when the shutdown deadline passes is
 //! counted as `shutdown`. So for every exporter:
 //! `queued + queue_full = seen − unsampled` and `queued = exported + dropped by the exporter`.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 
@@ -66,9 +75,17 @@ pub struct PipelineStats {
     pub exporters: Vec<(String, u64, u64)>,
 }
 
+/// Spans held back for one flush at most: a drain of a full ring buffer still goes over in
+/// a few large messages.
+const FLUSH_SPANS: usize = 1024;
+
 /// Handle to the running export task.
 pub struct Pipeline {
-    tx: mpsc::Sender<SpanRecord>,
+    tx: mpsc::UnboundedSender<Vec<SpanRecord>>,
+    /// Spans sent to the export task and not yet taken by it.
+    in_channel: Arc<AtomicUsize>,
+    /// Spans accepted since the last flush.
+    pending: Vec<SpanRecord>,
     task: JoinHandle<PipelineStats>,
     dropped: u64,
     sampler: Sampler,
@@ -103,7 +120,8 @@ impl Pipeline {
         sampler: Sampler,
         telemetry: Arc<Telemetry>,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(config.capacity);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let in_channel = Arc::new(AtomicUsize::new(0));
         let deadline = Deadline::default();
         for e in exporters.iter_mut() {
             e.set_deadline(deadline.clone());
@@ -112,12 +130,15 @@ impl Pipeline {
         let task = tokio::spawn(run(
             exporters,
             rx,
+            in_channel.clone(),
             config.clone(),
             deadline.clone(),
             telemetry.clone(),
         ));
         Self {
             tx,
+            in_channel,
+            pending: Vec::new(),
             task,
             dropped: 0,
             sampler,
@@ -141,7 +162,8 @@ impl Pipeline {
     }
 
     /// Records `span` in the metrics, samples it, and queues it; when the queue is full the
-    /// span is dropped and counted.
+    /// span is dropped and counted. The span reaches the exporters after the next
+    /// [`flush`](Self::flush).
     pub fn send(&mut self, span: SpanRecord) {
         use std::sync::atomic::Ordering::Relaxed;
         self.telemetry.seen.fetch_add(1, Relaxed);
@@ -152,11 +174,38 @@ impl Pipeline {
             self.telemetry.unsampled.fetch_add(1, Relaxed);
             return;
         }
-        if self.tx.try_send(span).is_err() {
+        let queued = self.in_channel.load(Relaxed) + self.pending.len();
+        if queued >= self.config.capacity || self.tx.is_closed() {
             self.dropped += 1;
             self.telemetry.queue_full.fetch_add(1, Relaxed);
-        } else {
-            self.telemetry.queued.fetch_add(1, Relaxed);
+            return;
+        }
+        self.telemetry.queued.fetch_add(1, Relaxed);
+        if self.pending.capacity() == 0 {
+            self.pending.reserve(64);
+        }
+        self.pending.push(span);
+        if self.pending.len() >= FLUSH_SPANS {
+            self.flush();
+        }
+    }
+
+    /// Hands the spans queued since the last flush to the export task.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        let n = batch.len();
+        self.in_channel.fetch_add(n, Ordering::Relaxed);
+        if self.tx.send(batch).is_err() {
+            // The export task is gone (it only ends at shutdown): the spans cannot go out.
+            self.in_channel.fetch_sub(n, Ordering::Relaxed);
+            self.dropped += n as u64;
+            self.telemetry
+                .queue_full
+                .fetch_add(n as u64, Ordering::Relaxed);
+            self.telemetry.queued.fetch_sub(n as u64, Ordering::Relaxed);
         }
     }
 
@@ -167,7 +216,8 @@ impl Pipeline {
 
     /// Closes the queue and exports everything queued, within the shutdown timeout: after
     /// it no retry starts, and what is still queued is counted as dropped (`shutdown`).
-    pub async fn shutdown(self) -> PipelineStats {
+    pub async fn shutdown(mut self) -> PipelineStats {
+        self.flush();
         let timeout = self.config.shutdown_timeout;
         self.deadline.set(std::time::Instant::now() + timeout);
         drop(self.tx);
@@ -193,7 +243,8 @@ impl Pipeline {
 
 async fn run(
     mut exporters: Vec<Box<dyn Exporter>>,
-    mut rx: mpsc::Receiver<SpanRecord>,
+    mut rx: mpsc::UnboundedReceiver<Vec<SpanRecord>>,
+    in_channel: Arc<AtomicUsize>,
     config: PipelineConfig,
     deadline: Deadline,
     telemetry: Arc<Telemetry>,
@@ -208,13 +259,20 @@ async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            span = rx.recv() => match span {
-                Some(span) => {
-                    stats.received += 1;
+            spans = rx.recv() => match spans {
+                Some(mut spans) => {
+                    in_channel.fetch_sub(spans.len(), Ordering::Relaxed);
+                    stats.received += spans.len() as u64;
                     oldest.get_or_insert_with(Instant::now);
-                    batch.push(span);
-                    if batch.len() >= config.max_batch {
-                        send(&mut exporters, &mut stats, &mut batch, &deadline, &telemetry).await;
+                    if batch.is_empty() && batch.capacity() < spans.capacity() {
+                        std::mem::swap(&mut batch, &mut spans);
+                    } else {
+                        batch.append(&mut spans);
+                    }
+                    while batch.len() >= config.max_batch {
+                        send(&mut exporters, &mut stats, &mut batch, config.max_batch, &deadline, &telemetry).await;
+                    }
+                    if batch.is_empty() {
                         oldest = None;
                     }
                 }
@@ -222,7 +280,9 @@ async fn run(
             },
             _ = ticker.tick() => {
                 if oldest.is_some_and(|t| t.elapsed() >= config.max_delay) {
-                    send(&mut exporters, &mut stats, &mut batch, &deadline, &telemetry).await;
+                    while !batch.is_empty() {
+                        send(&mut exporters, &mut stats, &mut batch, config.max_batch, &deadline, &telemetry).await;
+                    }
                     oldest = None;
                 }
                 for e in exporters.iter_mut() {
@@ -231,14 +291,17 @@ async fn run(
             }
         }
     }
-    send(
-        &mut exporters,
-        &mut stats,
-        &mut batch,
-        &deadline,
-        &telemetry,
-    )
-    .await;
+    while !batch.is_empty() {
+        send(
+            &mut exporters,
+            &mut stats,
+            &mut batch,
+            config.max_batch,
+            &deadline,
+            &telemetry,
+        )
+        .await;
+    }
     for e in exporters.iter_mut() {
         if let Err(err) = e.flush().await {
             tracing::warn!("flushing {}: {err}", e.name());
@@ -247,17 +310,21 @@ async fn run(
     stats
 }
 
+/// Exports the first `max` spans of `batch` (all when fewer) and removes them.
 async fn send(
     exporters: &mut [Box<dyn Exporter>],
     stats: &mut PipelineStats,
     batch: &mut Vec<SpanRecord>,
+    max: usize,
     deadline: &Deadline,
     telemetry: &Telemetry,
 ) {
     if batch.is_empty() {
         return;
     }
-    let n = batch.len() as u64;
+    let count = batch.len().min(max.max(1));
+    let spans = &batch[..count];
+    let n = count as u64;
     for (e, s) in exporters.iter_mut().zip(stats.exporters.iter_mut()) {
         let result = if deadline.passed() {
             Err(ExportError::Dropped {
@@ -266,7 +333,7 @@ async fn send(
                 message: "the shutdown deadline passed before the batch was sent".into(),
             })
         } else {
-            e.export(batch).await
+            e.export(spans).await
         };
         match result {
             Ok(()) => {
@@ -286,5 +353,5 @@ async fn send(
             }
         }
     }
-    batch.clear();
+    batch.drain(..count);
 }

@@ -10,10 +10,7 @@ use std::{
 
 use opentelemetry_proto::tonic::collector::{
     metrics::v1::{metrics_service_client::MetricsServiceClient, ExportMetricsServiceRequest},
-    trace::v1::{
-        trace_service_client::TraceServiceClient, ExportTraceServiceRequest,
-        ExportTraceServiceResponse,
-    },
+    trace::v1::ExportTraceServiceResponse,
 };
 use prost::Message;
 use rand::Rng;
@@ -31,18 +28,75 @@ use super::{
 
 /// What one export request carries.
 pub enum Payload {
-    /// Spans.
-    Traces(ExportTraceServiceRequest),
+    /// Spans: an `ExportTraceServiceRequest` already encoded (see [`super::encode`]).
+    Traces(bytes::Bytes),
     /// Metrics.
     Metrics(ExportMetricsServiceRequest),
 }
 
 impl Payload {
-    fn encode(&self) -> Vec<u8> {
+    fn encode(&self) -> bytes::Bytes {
         match self {
-            Payload::Traces(r) => r.encode_to_vec(),
-            Payload::Metrics(r) => r.encode_to_vec(),
+            Payload::Traces(r) => r.clone(),
+            Payload::Metrics(r) => r.encode_to_vec().into(),
         }
+    }
+}
+
+/// The gRPC method spans are sent to.
+const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// A gRPC codec that sends a message encoded beforehand and decodes the answer with prost:
+/// the spans are encoded once per batch, not again for every attempt.
+#[derive(Debug)]
+struct PreEncoded<R>(std::marker::PhantomData<fn() -> R>);
+
+impl<R> Default for PreEncoded<R> {
+    fn default() -> Self {
+        PreEncoded(std::marker::PhantomData)
+    }
+}
+
+impl<R: Message + Default + Send + 'static> tonic::codec::Codec for PreEncoded<R> {
+    type Encode = bytes::Bytes;
+    type Decode = R;
+    type Encoder = PreEncoded<R>;
+    type Decoder = PreEncoded<R>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        PreEncoded::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        PreEncoded::default()
+    }
+}
+
+impl<R> tonic::codec::Encoder for PreEncoded<R> {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl<R: Message + Default + Send + 'static> tonic::codec::Decoder for PreEncoded<R> {
+    type Item = R;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<R>, tonic::Status> {
+        R::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("undecodable answer: {e}")))
     }
 }
 
@@ -176,14 +230,14 @@ impl OtlpClient {
         let mut request = http::Request::post(&self.settings.endpoint)
             .header("content-type", "application/x-protobuf");
         if self.settings.gzip {
-            body = gzip(&body);
+            body = gzip(&body).into();
             request = request.header("content-encoding", "gzip");
         }
         for (k, v) in &self.settings.headers {
             request = request.header(k.as_str(), v.as_str());
         }
         let request = request
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .body(http_body_util::Full::new(body))
             .map_err(|e| SendError {
                 retryable: false,
                 kind: "invalid_request".into(),
@@ -239,8 +293,8 @@ impl OtlpClient {
 
     async fn send_grpc(&self, channel: Channel, payload: &Payload) -> Result<Accepted, SendError> {
         let result = match payload {
-            Payload::Traces(r) => {
-                let mut client = TraceServiceClient::new(channel);
+            Payload::Traces(body) => {
+                let mut client = tonic::client::Grpc::new(channel);
                 if self.settings.gzip {
                     // A gRPC server answers in the encoding of the request (the Collector
                     // does): the client must accept gzip to read the answer.
@@ -248,18 +302,27 @@ impl OtlpClient {
                         .send_compressed(CompressionEncoding::Gzip)
                         .accept_compressed(CompressionEncoding::Gzip);
                 }
-                client
-                    .export(self.grpc_request(r.clone()))
-                    .await
-                    .map(|resp| {
-                        resp.into_inner()
-                            .partial_success
-                            .map(|p| Accepted {
-                                rejected: p.rejected_spans,
-                                message: p.error_message,
-                            })
-                            .unwrap_or_default()
-                    })
+                let sent = async {
+                    client.ready().await.map_err(|e| {
+                        tonic::Status::unknown(format!("Service was not ready: {e}"))
+                    })?;
+                    client
+                        .unary(
+                            self.grpc_request(body.clone()),
+                            http::uri::PathAndQuery::from_static(TRACE_EXPORT_PATH),
+                            PreEncoded::<ExportTraceServiceResponse>::default(),
+                        )
+                        .await
+                };
+                sent.await.map(|resp| {
+                    resp.into_inner()
+                        .partial_success
+                        .map(|p| Accepted {
+                            rejected: p.rejected_spans,
+                            message: p.error_message,
+                        })
+                        .unwrap_or_default()
+                })
             }
             Payload::Metrics(r) => {
                 let mut client = MetricsServiceClient::new(channel);

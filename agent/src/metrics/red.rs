@@ -4,9 +4,13 @@
 //! in seconds, with the conventions' bucket boundaries and attributes (the route template,
 //! never the raw path). Each traced process keeps at most `limit` attribute sets per
 //! instrument; later new sets are counted in one series marked `otel.metric.overflow=true`.
+//!
+//! Recording is on the agent's per-span path: a span whose series exists already is counted
+//! without allocating (its attribute values are hashed and compared where they lie in the span).
 
 use std::{
     collections::HashMap,
+    hash::{Hash, Hasher},
     sync::{Arc, Mutex},
     time::SystemTime,
 };
@@ -140,6 +144,14 @@ impl AttrValue {
         }
     }
 
+    fn as_ref(&self) -> AttrRef<'_> {
+        match self {
+            AttrValue::Str(s) => AttrRef::Str(s),
+            AttrValue::Int(i) => AttrRef::Int(*i),
+            AttrValue::Bool(b) => AttrRef::Bool(*b),
+        }
+    }
+
     /// As text (Prometheus labels).
     pub fn text(&self) -> String {
         match self {
@@ -152,6 +164,45 @@ impl AttrValue {
 
 /// Attributes of one series, in the instrument's key order.
 pub type Attrs = Vec<(&'static str, AttrValue)>;
+
+/// An [`AttrValue`] borrowed from where it lies (a span's attribute or a stored series).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum AttrRef<'a> {
+    Str(&'a str),
+    Int(i64),
+    Bool(bool),
+}
+
+impl<'a> AttrRef<'a> {
+    /// The value as [`AttrValue::of`] would store it, when that needs no formatting.
+    fn of(v: &'a Value) -> Option<Self> {
+        match v {
+            Value::I64(i) => Some(AttrRef::Int(*i)),
+            Value::Bool(b) => Some(AttrRef::Bool(*b)),
+            Value::String(s) => Some(AttrRef::Str(s.as_str())),
+            _ => None,
+        }
+    }
+}
+
+/// Attributes copied onto a measurement at most (the longest key list is 8).
+const MAX_KEYS: usize = 8;
+
+/// The lookup key of a series: a hash of the instrument and its attributes. Equal attribute
+/// sets hash alike whether they are borrowed from a span or stored.
+fn series_hash<'a>(
+    instrument: Instrument,
+    attrs: impl Iterator<Item = (&'static str, AttrRef<'a>)>,
+) -> u64 {
+    // Fixed keys: the hash only has to be stable within this process.
+    let mut h = std::hash::DefaultHasher::new();
+    instrument.hash(&mut h);
+    for (k, v) in attrs {
+        k.hash(&mut h);
+        v.hash(&mut h);
+    }
+    h.finish()
+}
 
 /// One histogram series.
 #[derive(Clone, Debug, PartialEq)]
@@ -192,11 +243,48 @@ impl Histogram {
     }
 }
 
+/// One stored series.
+#[derive(Debug)]
+struct Stored {
+    instrument: Instrument,
+    attrs: Attrs,
+    histogram: Histogram,
+}
+
+impl Stored {
+    fn matches(&self, instrument: Instrument, attrs: &[(&'static str, AttrRef<'_>)]) -> bool {
+        self.instrument == instrument
+            && self.attrs.len() == attrs.len()
+            && self
+                .attrs
+                .iter()
+                .zip(attrs)
+                .all(|((k, v), (k2, v2))| k == k2 && v.as_ref() == *v2)
+    }
+}
+
 #[derive(Debug, Default)]
 struct PerProcess {
     resource: Option<Arc<ProcessResource>>,
-    series: HashMap<(Instrument, Attrs), Histogram>,
-    per_instrument: HashMap<Instrument, usize>,
+    /// Series by [`series_hash`]; a collision shares the bucket.
+    series: HashMap<u64, Vec<Stored>>,
+    /// Series per instrument, indexed like [`Instrument::ALL`].
+    per_instrument: [usize; 4],
+}
+
+impl PerProcess {
+    fn find(
+        &mut self,
+        hash: u64,
+        instrument: Instrument,
+        attrs: &[(&'static str, AttrRef<'_>)],
+    ) -> Option<&mut Histogram> {
+        self.series
+            .get_mut(&hash)?
+            .iter_mut()
+            .find(|s| s.matches(instrument, attrs))
+            .map(|s| &mut s.histogram)
+    }
 }
 
 /// One series in a snapshot.
@@ -238,36 +326,85 @@ impl RedMetrics {
         let Some(instrument) = Instrument::of(span) else {
             return;
         };
-        let mut attrs: Attrs = Vec::with_capacity(8);
-        for key in instrument.keys() {
-            if let Some(v) = span.attribute(key) {
-                attrs.push((key, AttrValue::of(v)));
+        let mut values: [Option<&Value>; MAX_KEYS] = [None; MAX_KEYS];
+        for (slot, key) in values.iter_mut().zip(instrument.keys()) {
+            *slot = span.attribute(key);
+        }
+        let present = || {
+            instrument
+                .keys()
+                .iter()
+                .zip(values)
+                .filter_map(|(k, v)| Some((*k, v?)))
+        };
+        let seconds = span.duration().as_secs_f64();
+        // Values stored as text after formatting (floats, arrays) are rare: those spans take
+        // the allocating way.
+        let mut borrowed = [("", AttrRef::Bool(false)); MAX_KEYS];
+        let mut n = 0;
+        let mut simple = true;
+        for (k, v) in present() {
+            match AttrRef::of(v) {
+                Some(r) => {
+                    borrowed[n] = (k, r);
+                    n += 1;
+                }
+                None => simple = false,
             }
         }
-        let seconds = span.duration().as_secs_f64();
+        let owned: Attrs;
+        let refs: &[(&'static str, AttrRef<'_>)];
+        let owned_refs: Vec<(&'static str, AttrRef<'_>)>;
+        if simple {
+            refs = &borrowed[..n];
+        } else {
+            owned = present().map(|(k, v)| (k, AttrValue::of(v))).collect();
+            owned_refs = owned.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+            refs = &owned_refs;
+        }
+        let hash = series_hash(instrument, refs.iter().copied());
         let mut processes = self.processes.lock().unwrap_or_else(|e| e.into_inner());
         let p = processes.entry(span.resource.pid).or_default();
         if p.resource.is_none() {
             p.resource = Some(span.resource.clone());
         }
-        let key = (instrument, attrs);
-        if let Some(h) = p.series.get_mut(&key) {
+        if let Some(h) = p.find(hash, instrument, refs) {
             h.record(seconds);
             return;
         }
-        let n = p.per_instrument.entry(instrument).or_insert(0);
-        let key = if *n < self.limit {
-            *n += 1;
-            key
+        let slot = &mut p.per_instrument[instrument as usize];
+        let (hash, attrs) = if *slot < self.limit {
+            *slot += 1;
+            let attrs: Attrs = refs
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        AttrRef::Str(s) => AttrValue::Str((*s).to_string()),
+                        AttrRef::Int(i) => AttrValue::Int(*i),
+                        AttrRef::Bool(b) => AttrValue::Bool(*b),
+                    };
+                    (*k, v)
+                })
+                .collect();
+            (hash, attrs)
         } else {
             self.telemetry
                 .add(METRIC_OVERFLOW, &[("metric", instrument.name())], 1);
-            (
-                instrument,
-                vec![("otel.metric.overflow", AttrValue::Bool(true))],
-            )
+            let overflow = [("otel.metric.overflow", AttrRef::Bool(true))];
+            let hash = series_hash(instrument, overflow.iter().copied());
+            if let Some(h) = p.find(hash, instrument, &overflow) {
+                h.record(seconds);
+                return;
+            }
+            (hash, vec![("otel.metric.overflow", AttrValue::Bool(true))])
         };
-        p.series.entry(key).or_default().record(seconds);
+        let mut histogram = Histogram::default();
+        histogram.record(seconds);
+        p.series.entry(hash).or_default().push(Stored {
+            instrument,
+            attrs,
+            histogram,
+        });
     }
 
     /// Every series now.
@@ -278,12 +415,12 @@ impl RedMetrics {
             let Some(resource) = &p.resource else {
                 continue;
             };
-            for ((instrument, attrs), h) in &p.series {
+            for s in p.series.values().flatten() {
                 out.push(Point {
                     resource: resource.clone(),
-                    instrument: *instrument,
-                    attrs: attrs.clone(),
-                    histogram: h.clone(),
+                    instrument: s.instrument,
+                    attrs: s.attrs.clone(),
+                    histogram: s.histogram.clone(),
                 });
             }
         }

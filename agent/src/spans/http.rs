@@ -27,21 +27,8 @@ pub(crate) fn text<const N: usize>(s: &Str<N>) -> String {
 
 /// Splits `host[:port]` (IPv6 in brackets) into address and port.
 pub fn split_host_port(hostport: &str) -> (String, Option<u16>) {
-    if let Some(rest) = hostport.strip_prefix('[') {
-        if let Some((addr, tail)) = rest.split_once(']') {
-            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
-            return (addr.to_string(), port);
-        }
-    }
-    match hostport.rsplit_once(':') {
-        // More than one colon and no brackets: a bare IPv6 address without a port.
-        Some((addr, _)) if addr.contains(':') => (hostport.to_string(), None),
-        Some((addr, port)) => match port.parse() {
-            Ok(p) => (addr.to_string(), Some(p)),
-            Err(_) => (hostport.to_string(), None),
-        },
-        None => (hostport.to_string(), None),
-    }
+    let (addr, port) = split_host_port_ref(hostport);
+    (addr.to_string(), port)
 }
 
 /// The `http.route` from a ServeMux pattern `[METHOD ][HOST]/PATH`: the path template.
@@ -56,6 +43,35 @@ pub(crate) fn semconv_method(raw: &str) -> &str {
         raw
     } else {
         "_OTHER"
+    }
+}
+
+/// The semantic-convention method for the raw bytes the probe read, as a static string (no
+/// allocation on the per-span path).
+fn static_method(raw: &[u8]) -> &'static str {
+    KNOWN_METHODS
+        .iter()
+        .find(|m| m.as_bytes() == raw)
+        .copied()
+        .unwrap_or("_OTHER")
+}
+
+/// `host[:port]` split like [`split_host_port`], borrowing from `hostport`.
+fn split_host_port_ref(hostport: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = hostport.strip_prefix('[') {
+        if let Some((addr, tail)) = rest.split_once(']') {
+            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (addr, port);
+        }
+    }
+    match hostport.rsplit_once(':') {
+        // More than one colon and no brackets: a bare IPv6 address without a port.
+        Some((addr, _)) if addr.contains(':') => (hostport, None),
+        Some((addr, port)) => match port.parse() {
+            Ok(p) => (addr, Some(p)),
+            Err(_) => (hostport, None),
+        },
+        None => (hostport, None),
     }
 }
 
@@ -75,45 +91,49 @@ pub fn server_span(
     clock: &Clock,
     resource: Arc<ProcessResource>,
 ) -> SpanRecord {
-    let raw_method = text(&e.method);
-    let method = if KNOWN_METHODS.contains(&raw_method.as_str()) {
-        raw_method.clone()
-    } else {
-        "_OTHER".to_string()
-    };
+    // This runs once per request: static strings and borrowed text wherever the value allows,
+    // so a span costs few allocations (each attribute string is one).
+    let method = static_method(e.method.as_bytes());
     // Go sends 200 when a handler writes nothing; the probe then reads 0.
     let status_code = if e.status == 0 { 200 } else { e.status as i64 };
     let scheme = if e.tls != 0 { "https" } else { "http" };
-    let route = route_from_pattern(&text(&e.route));
-    let mut attributes = vec![
-        KeyValue::new("http.request.method", method.clone()),
+    let pattern = String::from_utf8_lossy(e.route.as_bytes());
+    let route = pattern.trim().find('/').map(|i| &pattern.trim()[i..]);
+    let mut attributes = Vec::with_capacity(12);
+    attributes.extend([
+        KeyValue::new("http.request.method", method),
         KeyValue::new("url.path", text(&e.path)),
         KeyValue::new("url.scheme", scheme),
         KeyValue::new("http.response.status_code", status_code),
         KeyValue::new("network.protocol.name", "http"),
         KeyValue::new(
             "network.protocol.version",
-            protocol_version(e.proto_major, e.proto_minor),
+            protocol_version_value(e.proto_major, e.proto_minor),
         ),
-    ];
+    ]);
     if method == "_OTHER" {
-        attributes.push(KeyValue::new("http.request.method_original", raw_method));
+        attributes.push(KeyValue::new(
+            "http.request.method_original",
+            text(&e.method),
+        ));
     }
-    let (host, port) = split_host_port(&text(&e.host));
+    let hostport = String::from_utf8_lossy(e.host.as_bytes());
+    let (host, port) = split_host_port_ref(&hostport);
     if !host.is_empty() {
-        attributes.push(KeyValue::new("server.address", host));
+        attributes.push(KeyValue::new("server.address", host.to_string()));
     }
     let port = port.unwrap_or(if e.tls != 0 { 443 } else { 80 });
     attributes.push(KeyValue::new("server.port", port as i64));
-    let (client, client_port) = split_host_port(&text(&e.remote));
+    let remote = String::from_utf8_lossy(e.remote.as_bytes());
+    let (client, client_port) = split_host_port_ref(&remote);
     if !client.is_empty() {
-        attributes.push(KeyValue::new("client.address", client));
+        attributes.push(KeyValue::new("client.address", client.to_string()));
         if let Some(p) = client_port {
             attributes.push(KeyValue::new("client.port", p as i64));
         }
     }
-    if let Some(route) = &route {
-        attributes.push(KeyValue::new("http.route", route.clone()));
+    if let Some(route) = route {
+        attributes.push(KeyValue::new("http.route", route.to_string()));
     }
     if e.trace.origin == TraceIds::ORIGIN_HEADER_INVALID {
         attributes.push(KeyValue::new("spanhook.traceparent.invalid", true));
@@ -121,9 +141,15 @@ pub fn server_span(
     if e.status >= 500 {
         attributes.push(KeyValue::new("error.type", status_code.to_string()));
     }
-    let name = match &route {
-        Some(route) => format!("{method} {route}"),
-        None => method,
+    let name = match route {
+        Some(route) => {
+            let mut name = String::with_capacity(method.len() + 1 + route.len());
+            name.push_str(method);
+            name.push(' ');
+            name.push_str(route);
+            name
+        }
+        None => method.to_string(),
     };
     let (trace_id, span_id, parent_span_id, parent_is_remote) = ids(&e.trace);
     SpanRecord {
@@ -185,7 +211,7 @@ pub fn client_span(
         attributes.push(KeyValue::new("network.protocol.name", "http"));
         attributes.push(KeyValue::new(
             "network.protocol.version",
-            protocol_version(e.proto_major, e.proto_minor),
+            protocol_version_value(e.proto_major, e.proto_minor),
         ));
     }
     // Client spans are errors for any failure to get a response and for 4xx and 5xx.
@@ -215,6 +241,17 @@ pub fn client_span(
         attributes,
         status,
         resource,
+    }
+}
+
+/// `network.protocol.version` as an attribute value: static for the versions that exist.
+fn protocol_version_value(major: u8, minor: u8) -> opentelemetry::Value {
+    match (major, minor) {
+        (1, 1) => "1.1".into(),
+        (1, 0) => "1.0".into(),
+        (2, _) => "2".into(),
+        (3, _) => "3".into(),
+        _ => protocol_version(major, minor).into(),
     }
 }
 

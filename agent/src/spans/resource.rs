@@ -112,6 +112,52 @@ impl ProcessResource {
         }
     }
 
+    /// Adds the attributes of the process's Kubernetes pod (`k8s.*`), over any the agent's
+    /// own `OTEL_RESOURCE_ATTRIBUTES` set (in a DaemonSet those describe the agent's pod) but
+    /// not over the process's own, and takes `service_name` from the pod unless the process names itself
+    /// (`OTEL_SERVICE_NAME` or `service.name` in its `OTEL_RESOURCE_ATTRIBUTES`, read from
+    /// `environ`).
+    pub fn add_pod(
+        &mut self,
+        environ: &[(String, String)],
+        attributes: &[(&'static str, String)],
+        service_name: &str,
+    ) {
+        let env = |key: &str| {
+            environ
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        let own = env("OTEL_RESOURCE_ATTRIBUTES")
+            .map(parse_resource_attributes)
+            .unwrap_or_default();
+        let own_key = |key: &str| own.iter().any(|(k, _)| k == key);
+        let named =
+            env("OTEL_SERVICE_NAME").is_some_and(|s| !s.is_empty()) || own_key("service.name");
+        if !named && !service_name.is_empty() {
+            self.service_name = service_name.to_string();
+            for kv in &mut self.attributes {
+                if kv.key.as_str() == "service.name" {
+                    kv.value = service_name.to_string().into();
+                }
+            }
+        }
+        for (key, value) in attributes {
+            if own_key(key) {
+                continue;
+            }
+            match self
+                .attributes
+                .iter_mut()
+                .find(|kv| kv.key.as_str() == *key)
+            {
+                Some(kv) => kv.value = value.clone().into(),
+                None => self.attributes.push(KeyValue::new(*key, value.clone())),
+            }
+        }
+    }
+
     /// The value of attribute `key`, if set.
     pub fn attribute(&self, key: &str) -> Option<&opentelemetry::Value> {
         self.attributes
@@ -240,6 +286,55 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn a_pod_names_the_service_unless_the_process_does() {
+        let pod = [
+            ("k8s.namespace.name", "shop".to_string()),
+            ("k8s.pod.name", "cart-0".to_string()),
+        ];
+        let mut r = ProcessResource::from_parts(3, Path::new("/app/server"), b"", b"", None, &[]);
+        r.add_pod(&[], &pod, "cart");
+        assert_eq!(r.service_name, "cart");
+        assert_eq!(attr(&r, "service.name").as_deref(), Some("cart"));
+        assert_eq!(attr(&r, "k8s.pod.name").as_deref(), Some("cart-0"));
+        let env = [("OTEL_SERVICE_NAME".to_string(), "basket".to_string())];
+        let mut r = ProcessResource::from_parts(
+            3,
+            Path::new("/app/server"),
+            b"OTEL_SERVICE_NAME=basket\0",
+            b"",
+            None,
+            &[("k8s.pod.name".into(), "the-agents-own-pod".into())],
+        );
+        r.add_pod(&env, &pod, "cart");
+        assert_eq!(r.service_name, "basket");
+        assert_eq!(attr(&r, "service.name").as_deref(), Some("basket"));
+        assert_eq!(attr(&r, "k8s.pod.name").as_deref(), Some("cart-0"));
+        assert_eq!(
+            r.attributes
+                .iter()
+                .filter(|kv| kv.key.as_str() == "k8s.pod.name")
+                .count(),
+            1
+        );
+        // The process's own attributes win.
+        let env = [(
+            "OTEL_RESOURCE_ATTRIBUTES".to_string(),
+            "service.name=bag,k8s.namespace.name=mine".to_string(),
+        )];
+        let mut r = ProcessResource::from_parts(
+            3,
+            Path::new("/app/server"),
+            b"OTEL_RESOURCE_ATTRIBUTES=service.name=bag,k8s.namespace.name=mine\0",
+            b"",
+            None,
+            &[],
+        );
+        r.add_pod(&env, &pod, "cart");
+        assert_eq!(r.service_name, "bag");
+        assert_eq!(attr(&r, "k8s.namespace.name").as_deref(), Some("mine"));
     }
 
     #[test]

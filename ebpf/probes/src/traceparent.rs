@@ -132,7 +132,11 @@ fn pair(head: *const u8, v: usize, i: usize, bad: &mut u8) -> u8 {
 
 /// Parses `version-traceid-parentid-flags` at scratch index `v` into `ids`; `false` when any
 /// part is malformed, so a bad header is never half trusted.
-#[inline(always)]
+///
+/// A subprogram of its own: inlined, its unrolled decoding spilled to ≈ 400 bytes of stack in
+/// each caller, and grpc-go's header callback plus the program calling it went past the
+/// kernel's 512-byte limit for a call chain ("combined stack size … Too large").
+#[inline(never)]
 pub fn parse_value(head: *const u8, v: usize, ids: &mut TraceIds) -> bool {
     let mut bad = 0u8;
     let version = pair(head, v, 0, &mut bad);

@@ -22,6 +22,7 @@ mod plot;
 mod process;
 mod receiver;
 mod report;
+mod scale;
 mod scenario;
 mod tracefs;
 mod wrk;
@@ -48,7 +49,7 @@ pub struct Args {
     /// Runs of each measurement; medians are reported.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
-    /// Only these sections (hitcost, hits, load, agent, attach) [default: all].
+    /// Only these sections (hitcost, hits, load, agent, attach, scale) [default: all].
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Let the server and the load generator share CPUs instead of pinning them apart.
@@ -59,7 +60,7 @@ pub struct Args {
     pub no_write: bool,
 }
 
-const SECTIONS: &[&str] = &["hitcost", "hits", "load", "agent", "attach"];
+const SECTIONS: &[&str] = &["hitcost", "hits", "load", "agent", "attach", "scale"];
 
 /// The median of `values` (NaN when empty).
 pub fn median(values: &[f64]) -> f64 {
@@ -140,6 +141,9 @@ pub fn run(args: &Args) -> Result<()> {
         "spanhook",
     ]))?;
     let spanhook = crate::target_dir().join("release/spanhook");
+    if args.only == ["scale"] {
+        return scale::run(&spanhook, &fixture("bench-server")?, args.no_write);
+    }
     let big = if wants("attach") {
         Some(attachcost::build(
             &tools,
@@ -268,6 +272,9 @@ pub fn run(args: &Args) -> Result<()> {
     println!("{markdown}");
     if !args.no_write {
         report::write(&results, &markdown)?;
+    }
+    if wants("scale") {
+        scale::run(&spanhook, &fixture("bench-server")?, args.no_write)?;
     }
     Ok(())
 }

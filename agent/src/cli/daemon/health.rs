@@ -178,16 +178,18 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
             };
             let metrics = metrics.clone();
             tokio::spawn(async move {
+                // The request head may come in several segments: read up to its end, so the
+                // client is not answered (and reset) while it is still writing.
                 let mut buf = [0u8; 1024];
-                let n = match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    conn.read(&mut buf),
-                )
-                .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
+                let mut n = 0;
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+                while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tokio::time::timeout_at(deadline, conn.read(&mut buf[n..])).await {
+                        Ok(Ok(0)) => break,
+                        Ok(Ok(read)) => n += read,
+                        _ => return,
+                    }
+                }
                 let (status, body, content_type) = respond(&buf[..n], &metrics);
                 let head = format!(
                     "HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
