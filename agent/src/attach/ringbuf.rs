@@ -16,9 +16,14 @@ use tokio::io::{unix::AsyncFd, Interest};
 /// per second the probes' batch wakeups drive the reader and this interval no longer matters.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
+/// The poll interval after a drain that found nothing: an idle agent wakes twice a second,
+/// and the first record after a quiet spell waits at most this long.
+pub const QUIET_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Async reader of the `EVENTS` ring buffer.
 pub struct EventReader {
     fd: AsyncFd<RawRing>,
+    quiet: bool,
 }
 
 struct RawRing(RingBuf<MapData>);
@@ -36,14 +41,19 @@ impl EventReader {
         // RingBuf (inside the AsyncFd) is dropped.
         let fd = unsafe { AsyncFd::register_with_interest(RawRing(ring), Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
-        Ok(Self { fd })
+        Ok(Self { fd, quiet: false })
     }
 
     /// Waits until records may be available: a wakeup from the kernel or the poll interval.
     pub async fn ready(&mut self) {
         let wait = self.fd.readable_mut();
         // A timeout is the normal way out: the probes rarely wake us.
-        if let Ok(Ok(mut guard)) = tokio::time::timeout(POLL_INTERVAL, wait).await {
+        let interval = if self.quiet {
+            QUIET_POLL_INTERVAL
+        } else {
+            POLL_INTERVAL
+        };
+        if let Ok(Ok(mut guard)) = tokio::time::timeout(interval, wait).await {
             guard.clear_ready();
         }
     }
@@ -56,6 +66,7 @@ impl EventReader {
             f(&item);
             n += 1;
         }
+        self.quiet = n == 0;
         n
     }
 }

@@ -60,9 +60,11 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// One thread runs reading, span building and export: the work per span is a few
+/// microseconds, and a second worker only added cross-thread wake-ups (a futex round per
+/// drain) and a second malloc arena.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("spanhook")
         .build()?)

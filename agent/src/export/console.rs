@@ -195,6 +195,10 @@ impl Exporter for ConsoleExporter {
     fn tick(&mut self) {
         self.print_ready(false);
     }
+
+    fn needs_tick(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -97,6 +97,10 @@ pub trait Exporter: Send {
     fn flush(&mut self) -> BoxFuture<'_, Result<(), ExportError>>;
     /// Gives time-based exporters a chance to emit (the console prints finished traces).
     fn tick(&mut self) {}
+    /// Whether `tick` must run while no span waits for export; the pipeline sleeps otherwise.
+    fn needs_tick(&self) -> bool {
+        false
+    }
     /// Hands over the shutdown deadline after which retries stop.
     fn set_deadline(&mut self, _deadline: Deadline) {}
 }

@@ -255,15 +255,25 @@ async fn run(
     };
     let mut batch: Vec<SpanRecord> = Vec::with_capacity(config.max_batch);
     let mut oldest: Option<Instant> = None;
-    let mut ticker = tokio::time::interval(Duration::from_millis(100).min(config.max_delay));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The console prints finished traces on a clock; other exporters need no wake-up while
+    // nothing waits, and a waiting batch needs one only when its delay runs out.
+    let tick_every = Duration::from_millis(100).min(config.max_delay);
+    let always_tick = exporters.iter().any(|e| e.needs_tick());
+    let wake = tokio::time::sleep(tick_every);
+    tokio::pin!(wake);
     loop {
         tokio::select! {
             spans = rx.recv() => match spans {
                 Some(mut spans) => {
                     in_channel.fetch_sub(spans.len(), Ordering::Relaxed);
                     stats.received += spans.len() as u64;
-                    oldest.get_or_insert_with(Instant::now);
+                    if oldest.is_none() {
+                        let now = Instant::now();
+                        oldest = Some(now);
+                        if !always_tick {
+                            wake.as_mut().reset(now + config.max_delay);
+                        }
+                    }
                     if batch.is_empty() && batch.capacity() < spans.capacity() {
                         std::mem::swap(&mut batch, &mut spans);
                     } else {
@@ -278,7 +288,7 @@ async fn run(
                 }
                 None => break,
             },
-            _ = ticker.tick() => {
+            () = &mut wake, if always_tick || oldest.is_some() => {
                 if oldest.is_some_and(|t| t.elapsed() >= config.max_delay) {
                     while !batch.is_empty() {
                         send(&mut exporters, &mut stats, &mut batch, config.max_batch, &deadline, &telemetry).await;
@@ -288,6 +298,11 @@ async fn run(
                 for e in exporters.iter_mut() {
                     e.tick();
                 }
+                let next = match oldest {
+                    Some(t) if !always_tick => t + config.max_delay,
+                    _ => Instant::now() + tick_every,
+                };
+                wake.as_mut().reset(next);
             }
         }
     }

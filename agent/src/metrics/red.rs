@@ -195,7 +195,7 @@ fn series_hash<'a>(
     attrs: impl Iterator<Item = (&'static str, AttrRef<'a>)>,
 ) -> u64 {
     // Fixed keys: the hash only has to be stable within this process.
-    let mut h = std::hash::DefaultHasher::new();
+    let mut h = std::hash::BuildHasher::build_hasher(&foldhash::fast::FixedState::default());
     instrument.hash(&mut h);
     for (k, v) in attrs {
         k.hash(&mut h);
@@ -267,7 +267,7 @@ impl Stored {
 struct PerProcess {
     resource: Option<Arc<ProcessResource>>,
     /// Series by [`series_hash`]; a collision shares the bucket.
-    series: HashMap<u64, Vec<Stored>>,
+    series: foldhash::HashMap<u64, Vec<Stored>>,
     /// Series per instrument, indexed like [`Instrument::ALL`].
     per_instrument: [usize; 4],
 }

@@ -13,7 +13,7 @@ pub mod rust;
 pub mod rust_grpc;
 pub mod socket;
 
-use std::{collections::HashMap, sync::Arc, time::SystemTime};
+use std::{sync::Arc, time::SystemTime};
 
 use opentelemetry::{
     trace::{SpanId, SpanKind, Status, TraceId},
@@ -80,7 +80,7 @@ struct Process {
 #[derive(Debug)]
 pub struct Assembler {
     clock: Clock,
-    processes: HashMap<u32, Process>,
+    processes: foldhash::HashMap<u32, Process>,
 }
 
 impl Assembler {
@@ -88,7 +88,7 @@ impl Assembler {
     pub fn new(clock: Clock) -> Self {
         Self {
             clock,
-            processes: HashMap::new(),
+            processes: foldhash::HashMap::default(),
         }
     }
 
