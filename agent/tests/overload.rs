@@ -16,8 +16,8 @@ use support::{
     Agent, GoServer,
 };
 
-/// The event ring buffer holds 4 MiB; a server event takes 704 bytes with its header, so
-/// fewer than 6 000 fit. The burst is twice that.
+/// The event ring buffer holds 2 MiB; a server event takes 704 bytes with its header, so
+/// fewer than 3 000 fit. The burst is four times that.
 const BURST: usize = 12_000;
 const WARM: usize = 10;
 const AFTER: usize = 20;

@@ -120,7 +120,10 @@ pub(crate) async fn run_with(
             propagate: args.propagate,
             capture: args.capture,
         };
-        targets.push(plan::plan_pid(pid, &table, options)?);
+        let target = plan::plan_pid(pid, &table, options)?;
+        // Before the programs load (their BTF parsing is the agent's peak), not after.
+        target.elf.release_pages();
+        targets.push(target);
     }
     let exporters = build_exporters(&args, extra)?;
     let exporter_names: Vec<String> = exporters.iter().map(|e| e.name()).collect();
@@ -156,6 +159,7 @@ pub(crate) async fn run_with(
             tracing::debug!("pid {}: error types will not be named", t.process.pid);
         }
         assembler.add_process(resource, errors);
+        t.elf.release_pages();
     }
     if args.propagate {
         let pids: Vec<u32> = targets

@@ -320,6 +320,7 @@ impl Daemon {
         if let Err(e) = self.sockets.add(&mut self.probes, &t) {
             tracing::warn!("pid {pid}: {e:#}");
         }
+        t.elf.release_pages();
         if self.args.propagate
             && (t.plan.traces(plan::Capability::GoHttpPropagation)
                 || t.plan.traces(plan::Capability::GoGrpcPropagation)

@@ -231,6 +231,20 @@ impl ElfFile {
         ElfFile::parse(path.to_path_buf(), Bytes::Mapped(map))
     }
 
+    /// Gives back the resident pages of the mapping once analysis is done. The file stays
+    /// mapped (error types are named from it later) and pages fault back in when read; until
+    /// then the agent's RSS does not carry the parts of the target it has read (MBs for a
+    /// large binary).
+    pub fn release_pages(&self) {
+        if let Bytes::Mapped(map) = &self.bytes {
+            // SAFETY: the mapping is read-only and file-backed, so MADV_DONTNEED only drops
+            // page-table entries; later reads see the same file contents.
+            if let Err(e) = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) } {
+                tracing::debug!("madvise({}): {e}", self.path.display());
+            }
+        }
+    }
+
     /// Parses an ELF image held in memory; `path` is used only in messages.
     pub fn from_bytes(path: PathBuf, data: Vec<u8>) -> Result<ElfFile, ElfError> {
         ElfFile::parse(path, Bytes::Owned(data))
