@@ -23,6 +23,12 @@ pub fn settings(port: u16, endpoint: &str) -> Vec<(&'static str, String, &'stati
             "grpc".into(),
             "the same transport as spanhook",
         ),
+        (
+            "OTEL_EBPF_OTLP_TRACES_MAX_QUEUE_SIZE",
+            "100000".into(),
+            "room for a whole run in its exporter queue (the default, 1 000 batches, drops spans \
+             under unpaced load); reaches the gRPC exporter only with the build's third change",
+        ),
         ("OTEL_EBPF_LOG_LEVEL", "info".into(), "its default"),
     ]
 }
