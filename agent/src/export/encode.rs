@@ -310,6 +310,7 @@ impl TraceEncoder {
 
     /// The index of `r` in the resource cache, encoding it on first sight. A process whose
     /// pid was reused gets a new `Arc`, so the cache compares the `Arc`s, not the pids.
+    /// Indices stay valid until the next [`Self::forget_unused`].
     fn resource_index(&mut self, r: &Arc<ProcessResource>) -> usize {
         if let Some(i) = self
             .resources
@@ -318,10 +319,6 @@ impl TraceEncoder {
         {
             return i;
         }
-        // Forget processes no span refers to any more, so the cache stays as small as the
-        // set of live targets.
-        self.resources
-            .retain(|c| Arc::strong_count(&c.resource) > 1);
         self.resources.push(CachedResource {
             resource: r.clone(),
             body: resource_body(r),
@@ -329,9 +326,19 @@ impl TraceEncoder {
         self.resources.len() - 1
     }
 
+    /// Forgets processes that neither the assembler nor a pending span refers to any more, so
+    /// the cache stays as small as the set of live targets.
+    fn forget_unused(&mut self) {
+        self.resources
+            .retain(|c| Arc::strong_count(&c.resource) > 1);
+    }
+
     /// The request holding `spans`, one `ResourceSpans` per process in first-seen order; the
     /// bytes stay valid until the next call.
     pub fn encode(&mut self, spans: &[SpanRecord]) -> &[u8] {
+        // Only here, before any index is handed out: evicting while the batch is grouped
+        // would shift the indices already given to its earlier spans onto other processes.
+        self.forget_unused();
         self.lens.clear();
         self.groups.clear();
         self.order.clear();
@@ -500,6 +507,51 @@ mod tests {
             attrs[0].value.as_ref().unwrap().value,
             Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue("b".into()))
         );
+    }
+
+    /// Service names of the decoded request, each with the trace id bytes of its spans.
+    fn spans_by_service(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        let decoded = ExportTraceServiceRequest::decode(bytes).unwrap();
+        let mut out = Vec::new();
+        for rs in decoded.resource_spans {
+            let service = rs
+                .resource
+                .unwrap()
+                .attributes
+                .into_iter()
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| match kv.value?.value? {
+                    Value::StringValue(s) => Some(s),
+                    _ => None,
+                })
+                .unwrap();
+            for span in &rs.scope_spans[0].spans {
+                out.push((service.clone(), vec![span.trace_id[0]]));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_process_that_exited_does_not_move_spans_to_another() {
+        // The cache holds a process that has since gone (only the cache refers to it) and
+        // one that is still traced; a batch with a span of the traced one and then one of a
+        // new process must keep each span under its own resource.
+        let mut encoder = TraceEncoder::new();
+        let gone = resource(1, "gone");
+        let live = resource(2, "live");
+        encoder.encode(&[span(1, &gone), span(2, &live)]);
+        drop(gone);
+        let new = resource(3, "new");
+        let bytes = encoder.encode(&[span(4, &live), span(6, &new)]).to_vec();
+        assert_eq!(
+            spans_by_service(&bytes),
+            vec![("live".to_string(), vec![4]), ("new".to_string(), vec![6])]
+        );
+        // And the cache forgot the process that is gone.
+        assert_eq!(encoder.resources.len(), 2);
     }
 
     #[test]
