@@ -19,7 +19,7 @@ use std::{
 
 use aya::programs::uprobe::{UProbeLink, UProbeScope};
 
-use super::{drop_concurrently, features, permission_denied, AttachError, AttachRequest, Probes};
+use super::{drop_concurrently, uprobe_error, AttachError, AttachRequest, Probes};
 
 /// Which file an executable is: the same device and inode, unchanged since (size and
 /// modification time), so a binary replaced in place by a new release is a new file.
@@ -184,9 +184,9 @@ fn attach_all(
         let result = probes.program(site.program).and_then(|prog| {
             let id = prog
                 .attach(site.offset, &req.binary, UProbeScope::AllProcesses)
-                .map_err(|source| classify(req, site, source))?;
+                .map_err(|source| uprobe_error(req, site, &req.binary, source))?;
             prog.take_link(id)
-                .map_err(|source| classify(req, site, source))
+                .map_err(|source| uprobe_error(req, site, &req.binary, source))
         });
         match result {
             Ok(link) => links.push(link),
@@ -197,27 +197,6 @@ fn attach_all(
         }
     }
     Ok(links)
-}
-
-fn classify(
-    req: &AttachRequest,
-    site: &super::UprobeSite,
-    source: aya::programs::ProgramError,
-) -> AttachError {
-    if permission_denied(&source) && !features::has_sys_admin() {
-        return AttachError::UprobeNeedsSysAdmin {
-            pid: req.pid,
-            label: site.label.clone(),
-            source: Box::new(source),
-        };
-    }
-    AttachError::Uprobe {
-        pid: req.pid,
-        binary: req.binary.clone(),
-        label: site.label.clone(),
-        offset: site.offset,
-        source: Box::new(source),
-    }
 }
 
 #[cfg(test)]

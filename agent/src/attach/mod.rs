@@ -169,22 +169,7 @@ impl Probes {
                     binary,
                     aya::programs::uprobe::UProbeScope::OneProcess(pid),
                 )
-                .map_err(|source| {
-                    if permission_denied(&source) && !features::has_sys_admin() {
-                        return AttachError::UprobeNeedsSysAdmin {
-                            pid: req.pid,
-                            label: site.label.clone(),
-                            source: Box::new(source),
-                        };
-                    }
-                    AttachError::Uprobe {
-                        pid: req.pid,
-                        binary: binary.clone(),
-                        label: site.label.clone(),
-                        offset: site.offset,
-                        source: Box::new(source),
-                    }
-                })
+                .map_err(|source| uprobe_error(req, site, binary, source))
             });
             match result {
                 Ok(link) => done.push((site.program, link)),
@@ -305,6 +290,30 @@ impl Probes {
                 (c, total)
             })
             .collect()
+    }
+}
+
+/// The error for a uprobe the kernel refused at `site` of `binary`, naming the missing
+/// capability when that is the reason.
+fn uprobe_error(
+    req: &AttachRequest,
+    site: &UprobeSite,
+    binary: &std::path::Path,
+    source: aya::programs::ProgramError,
+) -> AttachError {
+    if permission_denied(&source) && !features::has_sys_admin() {
+        return AttachError::UprobeNeedsSysAdmin {
+            pid: req.pid,
+            label: site.label.clone(),
+            source: Box::new(source),
+        };
+    }
+    AttachError::Uprobe {
+        pid: req.pid,
+        binary: binary.to_path_buf(),
+        label: site.label.clone(),
+        offset: site.offset,
+        source: Box::new(source),
     }
 }
 
