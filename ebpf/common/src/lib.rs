@@ -34,9 +34,7 @@ pub use rust::{
     RustPtrKey, RustServerInflight,
 };
 pub use rust::{RustGrpcClientEvent, RustGrpcServerEvent, RustH2Key, RustH2Stash};
-pub use socket::{
-    IgnoredSock, KernelLayout, SocketCall, SocketDataHeader, SocketRecordKind, SslCall, SslKey,
-};
+pub use socket::{IgnoredSock, SocketCall, SocketDataHeader, SocketRecordKind, SslCall, SslKey};
 pub use target::{ArgSlot, TargetConfig};
 
 /// Marks types as plain old data for aya's user-space map API.
@@ -77,4 +75,4 @@ pod!(
 );
 
 #[cfg(feature = "user")]
-pod!(IgnoredSock, KernelLayout, SocketCall, SslCall, SslKey);
+pod!(IgnoredSock, SocketCall, SslCall, SslKey);

@@ -113,56 +113,6 @@ unsafe impl Plain for SocketDataHeader {}
 
 const _: () = assert!(core::mem::size_of::<SocketDataHeader>() == 104);
 
-/// Offsets of the kernel structure fields the socket programs walk, read by user space from
-/// the running kernel's BTF (`/sys/kernel/btf/vmlinux`) and written to `KERNEL_LAYOUT`.
-///
-/// The walk from a descriptor to its socket is
-/// `task_struct.files → files_struct.fdt → fdtable.fd[fd] → file`, then a socket inode
-/// (`file.f_inode → inode.i_mode`) whose `file.private_data` is a `struct socket`, whose
-/// `sk` is the `struct sock` with family, type and protocol.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelLayout {
-    /// `task_struct.files`.
-    pub task_files: u32,
-    /// `files_struct.fdt`.
-    pub files_fdt: u32,
-    /// `fdtable.max_fds` (u32).
-    pub fdtable_max_fds: u32,
-    /// `fdtable.fd`.
-    pub fdtable_fd: u32,
-    /// `file.f_inode`.
-    pub file_inode: u32,
-    /// `file.private_data`.
-    pub file_private_data: u32,
-    /// `inode.i_mode` (u16).
-    pub inode_mode: u32,
-    /// `socket.sk`.
-    pub socket_sk: u32,
-    /// `sock.sk_type` (u16).
-    pub sock_type: u32,
-    /// `sock.sk_protocol` (u16).
-    pub sock_protocol: u32,
-    /// `sock_common.skc_family` (u16).
-    pub skc_family: u32,
-    /// `sock_common.skc_daddr` (IPv4 remote address, network order).
-    pub skc_daddr: u32,
-    /// `sock_common.skc_rcv_saddr` (IPv4 local address, network order).
-    pub skc_rcv_saddr: u32,
-    /// `sock_common.skc_dport` (remote port, network order).
-    pub skc_dport: u32,
-    /// `sock_common.skc_num` (local port, host order).
-    pub skc_num: u32,
-    /// `sock_common.skc_v6_daddr`.
-    pub skc_v6_daddr: u32,
-    /// `sock_common.skc_v6_rcv_saddr`.
-    pub skc_v6_rcv_saddr: u32,
-    /// Non-zero once user space has filled the layout; the programs do nothing before.
-    pub ready: u32,
-}
-
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 72);
-
 /// A socket call between its entry and its return, keyed by thread (`pid_tgid`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

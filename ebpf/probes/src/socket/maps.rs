@@ -2,11 +2,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
 };
 use spanhook_common::{
-    socket::SOCKET_CAPTURE_BYTES, IgnoredSock, KernelLayout, SocketCall, SocketDataHeader, SslCall,
-    SslKey,
+    socket::SOCKET_CAPTURE_BYTES, IgnoredSock, SocketCall, SocketDataHeader, SslCall, SslKey,
 };
 
 /// Size of the socket ring buffer in bytes (a power of two, multiple of the page size). Its
@@ -16,10 +15,6 @@ pub const SOCKET_EVENTS_BYTES: u32 = 8 << 20;
 /// Socket records ([`SocketDataHeader`] + bytes), read by user space.
 #[map]
 pub static SOCKET_EVENTS: RingBuf = RingBuf::with_byte_size(SOCKET_EVENTS_BYTES, 0);
-
-/// Field offsets of the running kernel's structures, written once by user space.
-#[map]
-pub static KERNEL_LAYOUT: Array<KernelLayout> = Array::with_max_entries(1, 0);
 
 /// Socket calls between their entry and their return, by thread (`pid_tgid`). LRU so that a
 /// call whose return is never seen (probes detached meanwhile) cannot fill the map.
