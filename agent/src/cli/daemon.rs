@@ -215,7 +215,8 @@ impl Daemon {
             return;
         };
         if let Some(pods) = &self.pods {
-            facts.pod = pods.facts(&facts.container);
+            let age = procfs::age(start).unwrap_or_default();
+            facts.pod = pods.facts(&facts.container).settle(age, pods.synced());
         }
         match self.settings.selection.verdict(&facts) {
             Verdict::Trace(selector) => self.attach(pid, start, exe, &facts, selector),

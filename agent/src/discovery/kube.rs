@@ -9,6 +9,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
+    time::Duration,
 };
 
 use k8s_openapi::api::core::v1::Pod;
@@ -247,7 +248,22 @@ pub enum PodFacts {
     Known(PodMatch),
 }
 
+/// How long a process in a container may stay unknown to a synced pod watch before it is
+/// taken to run outside Kubernetes (a container another runtime started on the node): the
+/// kubelet records a container's id in its pod's status within seconds of starting it.
+pub const POD_GRACE: Duration = Duration::from_secs(30);
+
 impl PodFacts {
+    /// `Unknown` becomes `None` once the watch has synced and the process has run for
+    /// [`POD_GRACE`]: pod selectors then do not select it and pod exclusions do not exclude
+    /// it, where it would otherwise wait for a pod forever.
+    pub fn settle(self, age: Duration, synced: bool) -> Self {
+        match self {
+            Self::Unknown if synced && age >= POD_GRACE => Self::None,
+            other => other,
+        }
+    }
+
     /// Looks `info` up in `index`.
     pub fn of(info: &ContainerInfo, index: &PodIndex) -> Self {
         match index.lookup(info) {
@@ -379,6 +395,14 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(PodFacts::of(&docker, &index), PodFacts::Unknown);
+        // Still unknown after the grace with the watch synced: a container of no pod.
+        let unknown = || PodFacts::of(&docker, &index);
+        assert_eq!(unknown().settle(POD_GRACE, true), PodFacts::None);
+        assert_eq!(
+            unknown().settle(POD_GRACE - Duration::from_secs(1), true),
+            PodFacts::Unknown
+        );
+        assert_eq!(unknown().settle(POD_GRACE * 10, false), PodFacts::Unknown);
         assert_eq!(
             PodFacts::of(&ContainerInfo::default(), &index),
             PodFacts::None

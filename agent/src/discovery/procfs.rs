@@ -21,6 +21,20 @@ pub fn start_time(pid: u32) -> Option<u64> {
     parse_start_time(&stat)
 }
 
+/// How long ago a process that started at `start` (clock ticks after boot, as
+/// [`start_time`] gives it) started.
+pub fn age(start: u64) -> Option<std::time::Duration> {
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    let up: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks <= 0 {
+        return None;
+    }
+    let started = start as f64 / ticks as f64;
+    Some(std::time::Duration::from_secs_f64((up - started).max(0.0)))
+}
+
 /// Whether the process `pid` that started at `start` still runs: not gone, not a zombie
 /// waiting to be reaped, and not replaced by another process under the same pid.
 pub fn running(pid: u32, start: u64) -> bool {
@@ -210,5 +224,10 @@ mod tests {
         assert!(running(std::process::id(), start));
         assert!(!running(std::process::id(), start + 1));
         assert!(pids().contains(&std::process::id()));
+        // This test process started moments ago; pid 1 started with the machine.
+        let mine = age(start).unwrap();
+        assert!(mine < std::time::Duration::from_secs(600), "{mine:?}");
+        let init = age(start_time(1).unwrap()).unwrap();
+        assert!(init >= mine, "{init:?} < {mine:?}");
     }
 }
