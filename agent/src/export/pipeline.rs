@@ -261,6 +261,11 @@ async fn run(
     let always_tick = exporters.iter().any(|e| e.needs_tick());
     let wake = tokio::time::sleep(tick_every);
     tokio::pin!(wake);
+    // Every exporter hears once, at start, that the pipeline runs: it starts after the probes
+    // are attached, which the live view waits for.
+    for e in exporters.iter_mut() {
+        e.tick();
+    }
     loop {
         tokio::select! {
             spans = rx.recv() => match spans {

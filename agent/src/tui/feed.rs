@@ -100,7 +100,7 @@ impl Exporter for Feed {
     }
 
     fn tick(&mut self) {
-        // The pipeline ticks first right after it starts, which is after the probes attached.
+        // The pipeline ticks every exporter once when it starts, after the probes attached.
         self.start();
     }
 }
@@ -145,5 +145,18 @@ mod tests {
         assert!(matches!(rx.try_recv(), Some(FeedMessage::Spans(v, _)) if v.len() == 1));
         drop(rx);
         feed.push(std::slice::from_ref(&s));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_running_pipeline_tells_the_view_it_started_before_any_span() {
+        // The view says "attaching…" until this message; an idle pipeline (no span yet, so
+        // nothing to wake it) must still send it.
+        let (feed, rx) = feed();
+        let pipeline = crate::export::Pipeline::start(vec![Box::new(feed)], 16);
+        let started = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert!(matches!(started, Some(FeedMessage::Started)), "{started:?}");
+        pipeline.shutdown().await;
     }
 }
