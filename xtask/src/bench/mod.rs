@@ -22,6 +22,7 @@ mod plot;
 mod process;
 mod receiver;
 mod report;
+mod rust;
 mod scale;
 mod scenario;
 mod tracefs;
@@ -49,7 +50,7 @@ pub struct Args {
     /// Runs of each measurement; medians are reported.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
-    /// Only these sections (hitcost, hits, load, agent, attach, scale) [default: all].
+    /// Only these sections (hitcost, hits, load, agent, attach, scale, rust) [default: all].
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Let the server and the load generator share CPUs instead of pinning them apart.
@@ -60,7 +61,9 @@ pub struct Args {
     pub no_write: bool,
 }
 
-const SECTIONS: &[&str] = &["hitcost", "hits", "load", "agent", "attach", "scale"];
+const SECTIONS: &[&str] = &[
+    "hitcost", "hits", "load", "agent", "attach", "scale", "rust",
+];
 
 /// The median of `values` (NaN when empty).
 pub fn median(values: &[f64]) -> f64 {
@@ -188,6 +191,35 @@ pub fn run(args: &Args) -> Result<()> {
     let scratch = receiver::scratch_dir("run");
     std::fs::create_dir_all(&scratch)?;
     let receiver = receiver::Receiver::start(&otelcol, &scratch)?;
+    let rust_beside_go = |server: &std::path::Path| -> Result<()> {
+        let rust_server = crate::fixtures_rust::build_release("httpchain")?;
+        rust::run(
+            &rust::Setup {
+                spanhook: &spanhook,
+                endpoint: receiver.endpoint(),
+                scratch: &scratch,
+                server_cpu,
+                load_cpu,
+                duration: Duration::from_secs(args.seconds),
+            },
+            &[
+                rust::Server {
+                    label: "Go net/http (bench-server)",
+                    binary: server,
+                    path: "/hello",
+                },
+                rust::Server {
+                    label: "Rust axum/hyper (httpchain)",
+                    binary: &rust_server,
+                    path: "/leaf/1",
+                },
+            ],
+            args.no_write,
+        )
+    };
+    if args.only == ["rust"] {
+        return rust_beside_go(&fixture("bench-server")?);
+    }
     let server = fixture("bench-server")?;
     let bed = scenario::Bed {
         spanhook: spanhook.clone(),
@@ -265,6 +297,9 @@ pub fn run(args: &Args) -> Result<()> {
             &[1_000, 10_000],
             duration * 2,
         )?);
+    }
+    if wants("rust") {
+        rust_beside_go(&bed.server)?;
     }
     results.malformed = receiver.malformed();
     results.total_time = started.elapsed();

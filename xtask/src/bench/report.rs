@@ -475,19 +475,29 @@ pub fn markdown(r: &Results) -> String {
     m
 }
 
+/// Replaces the block between `begin` and `end` in BENCHMARKS.md with `markdown`, or appends
+/// the block; every section that writes its own block goes through here.
+pub fn replace_block(begin: &str, end: &str, markdown: &str) -> Result<()> {
+    let path = crate::root().join("BENCHMARKS.md");
+    let existing = fs::read_to_string(&path).unwrap_or_default();
+    let block = format!("{begin}\n\n{markdown}\n{end}");
+    let text = match (existing.find(begin), existing.find(end)) {
+        (Some(b), Some(e)) if e > b => {
+            format!("{}{block}{}", &existing[..b], &existing[e + end.len()..])
+        }
+        _ if existing.trim().is_empty() => {
+            format!("# Benchmarks\n\nReproduce with `cargo xtask bench` as root.\n\n{block}\n")
+        }
+        _ => format!("{}\n{block}\n", existing.trim_end()),
+    };
+    fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
 /// Writes BENCHMARKS.md (replacing the generated section) and the plots.
 pub fn write(r: &Results, generated: &str) -> Result<()> {
     let root = crate::root();
     let path = root.join("BENCHMARKS.md");
-    let existing = fs::read_to_string(&path).unwrap_or_default();
-    let section = format!("{BEGIN}\n\n{generated}\n{END}");
-    let text = match (existing.find(BEGIN), existing.find(END)) {
-        (Some(b), Some(e)) if e > b => {
-            format!("{}{section}{}", &existing[..b], &existing[e + END.len()..])
-        }
-        _ => format!("# Benchmarks\n\nReproduce with `cargo xtask bench` as root.\n\n{section}\n"),
-    };
-    fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    replace_block(BEGIN, END, generated)?;
     let docs = root.join("docs");
     fs::create_dir_all(&docs)?;
     plots(r, &docs)?;

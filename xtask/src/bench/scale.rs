@@ -68,7 +68,7 @@ pub fn run(spanhook: &Path, server: &Path, no_write: bool) -> Result<()> {
     let markdown = markdown(&rows);
     println!("{markdown}");
     if !no_write {
-        write(&markdown)?;
+        super::report::replace_block(BEGIN, END, &markdown)?;
     }
     Ok(())
 }
@@ -206,18 +206,6 @@ fn markdown(rows: &[Row]) -> String {
         ));
     }
     out
-}
-
-/// Replaces the block between the markers in BENCHMARKS.md, or appends one.
-fn write(markdown: &str) -> Result<()> {
-    let path = crate::root().join("BENCHMARKS.md");
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let block = format!("{BEGIN}\n\n{markdown}\n{END}");
-    let updated = match (text.find(BEGIN), text.find(END)) {
-        (Some(b), Some(e)) if e > b => format!("{}{block}{}", &text[..b], &text[e + END.len()..]),
-        _ => format!("{}\n{block}\n", text.trim_end()),
-    };
-    std::fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

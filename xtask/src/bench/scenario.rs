@@ -385,7 +385,8 @@ impl Running<'_> {
 }
 
 /// Reads what spanhook logged when it stopped.
-fn read_report(log: &Path) -> Result<SelfReport> {
+/// What spanhook said about itself in its log when it stopped.
+pub fn read_report(log: &Path) -> Result<SelfReport> {
     let text = fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
     let mut report = SelfReport::default();
     let number_before = |line: &str, marker: &str| -> Option<u64> {
