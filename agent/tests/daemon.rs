@@ -75,6 +75,41 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// Once every target exited: the daemon holds only its exec/exit tracepoints' links, and its
+/// metrics count `processes` attaches and as many detaches, none attached.
+fn assert_nothing_left(
+    daemon_pid: u32,
+    tracepoints_only: usize,
+    health_port: u16,
+    processes: usize,
+) {
+    assert_eq!(
+        bpf_links(daemon_pid),
+        tracepoints_only,
+        "BPF links left in the daemon after every target exited"
+    );
+    let metrics = http_get(health_port, "/metrics");
+    for line in [
+        "spanhook_targets_attached 0".to_string(),
+        format!("spanhook_attaches_total {processes}"),
+        format!("spanhook_detaches_total {processes}"),
+    ] {
+        assert!(
+            metrics.contains(&format!("{line}\n")),
+            "no {line:?} in\n{metrics}"
+        );
+    }
+}
+
+/// The end of a daemon configuration: spans to `collector` over OTLP/gRPC, health and metrics
+/// on `health_port`.
+fn export_and_health(collector: &Collector, health_port: u16) -> String {
+    format!(
+        "export:\n  otlp_endpoint: http://127.0.0.1:{}\n  otlp_protocol: grpc\nhealth:\n  listen: 127.0.0.1:{health_port}\n",
+        collector.grpc_port
+    )
+}
+
 fn http_get(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     // One write: a request split over several segments races the server's single read.
@@ -174,14 +209,9 @@ fn a_node_of_services_is_traced_as_they_come_and_go() {
 exclude:
   - name: canary
     env: {{ CANARY: "1" }}
-export:
-  otlp_endpoint: http://127.0.0.1:{grpc}
-  otlp_protocol: grpc
-health:
-  listen: 127.0.0.1:{health_port}
-"#,
+{tail}"#,
             bin = bin.display(),
-            grpc = collector.grpc_port,
+            tail = export_and_health(&collector, health_port),
         ),
     )
     .unwrap();
@@ -301,18 +331,7 @@ health:
         node.wait_detached(*pid);
     }
     let rss_end = rss_kib(daemon_pid);
-    assert_eq!(
-        bpf_links(daemon_pid),
-        tracepoints_only,
-        "BPF links left in the daemon after every target exited"
-    );
-    let metrics = http_get(health_port, "/metrics");
-    assert!(
-        metrics.contains("spanhook_targets_attached 0\n"),
-        "{metrics}"
-    );
-    assert!(metrics.contains("spanhook_attaches_total 9\n"), "{metrics}");
-    assert!(metrics.contains("spanhook_detaches_total 9\n"), "{metrics}");
+    assert_nothing_left(daemon_pid, tracepoints_only, health_port, 9);
 
     let expected: usize = node.sent.values().map(|(_, n)| n).sum();
     collector.wait_spans(expected, Duration::from_secs(20));
@@ -422,14 +441,9 @@ fn thirty_go_and_rust_services_over_two_minutes() {
             r#"selectors:
   - name: node
     exe: "{bin}/svc-*"
-export:
-  otlp_endpoint: http://127.0.0.1:{grpc}
-  otlp_protocol: grpc
-health:
-  listen: 127.0.0.1:{health_port}
-"#,
+{tail}"#,
             bin = bin.display(),
-            grpc = collector.grpc_port,
+            tail = export_and_health(&collector, health_port),
         ),
     )
     .unwrap();
@@ -554,24 +568,7 @@ health:
     }
     let elapsed = started.elapsed();
     let rss_end = rss_kib(daemon_pid);
-    assert_eq!(
-        bpf_links(daemon_pid),
-        tracepoints_only,
-        "BPF links left in the daemon after every target exited"
-    );
-    let metrics = http_get(health_port, "/metrics");
-    assert!(
-        metrics.contains("spanhook_targets_attached 0\n"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("spanhook_attaches_total 30\n"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("spanhook_detaches_total 30\n"),
-        "{metrics}"
-    );
+    assert_nothing_left(daemon_pid, tracepoints_only, health_port, 30);
 
     let expected: usize = sent.values().map(|(_, n, _)| n).sum();
     collector.wait_spans(expected, Duration::from_secs(20));

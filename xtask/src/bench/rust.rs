@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use super::{
     machine::{self, BpfStats},
@@ -83,28 +83,6 @@ pub fn run(setup: &Setup, servers: &[Server], no_write: bool) -> Result<()> {
     Ok(())
 }
 
-fn start(setup: &Setup, binary: &Path) -> Result<(Proc, u16)> {
-    let mut cmd = match setup.server_cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", &cpu.to_string()]).arg(binary);
-            c
-        }
-        None => Command::new(binary),
-    };
-    cmd.args(["-addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut proc = Proc::spawn("server", &mut cmd)?;
-    let addr = proc.expect_line("listening on", Duration::from_secs(30))?;
-    let port = addr
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .with_context(|| format!("unreadable address {addr:?}"))?;
-    Ok((proc, port))
-}
-
 fn plan(setup: &Setup, port: u16, path: &str, duration: Duration) -> Plan {
     Plan {
         url: format!("http://127.0.0.1:{port}{path}"),
@@ -140,7 +118,8 @@ fn measure(setup: &Setup, s: &Server) -> Result<Row> {
     let warm = Duration::from_secs(1);
     // Without an agent.
     let (rps_none, server_ns_none) = {
-        let (server, port) = start(setup, s.binary)?;
+        let server = scenario::Server::start(s.binary, setup.server_cpu, &[])?;
+        let port = server.port;
         wrk::run(&plan(setup, port, s.path, warm), setup.scratch)?;
         let c0 = process::cpu_ns(server.pid())?;
         let load = wrk::run(&plan(setup, port, s.path, setup.duration), setup.scratch)?;
@@ -151,7 +130,8 @@ fn measure(setup: &Setup, s: &Server) -> Result<Row> {
         (load.rps, (c1 - c0) as f64 / load.requests as f64)
     };
     // With spanhook; every request from the first one on is traced.
-    let (server, port) = start(setup, s.binary)?;
+    let server = scenario::Server::start(s.binary, setup.server_cpu, &[])?;
+    let port = server.port;
     let log = setup
         .scratch
         .join(format!("rust-section-{}.log", server.pid()));

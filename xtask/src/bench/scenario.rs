@@ -90,7 +90,8 @@ pub struct Server {
 }
 
 impl Server {
-    fn start(binary: &Path, cpu: Option<usize>, env: &[(&str, String)]) -> Result<Server> {
+    /// Starts `binary` (pinned to `cpu`) on a free port and waits until it listens.
+    pub fn start(binary: &Path, cpu: Option<usize>, env: &[(&str, String)]) -> Result<Server> {
         let mut cmd = match cpu {
             Some(cpu) => {
                 let mut c = Command::new("taskset");
