@@ -13,11 +13,12 @@ mod support;
 use std::{
     collections::HashMap,
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
+use support::native::free_port;
 
 use support::{
     collector::Collector, go_fixture, newest_go, otlp::Span, require_bpf, run_spanhook, rust,
@@ -25,14 +26,6 @@ use support::{
 };
 
 const ATTACH_WAIT: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A copy of the Go fixture under its own name: each service is its own file, as on a node.
 fn service_binary(dir: &Path, fixture: &Path, name: &str) -> PathBuf {

@@ -14,12 +14,13 @@ mod support;
 use std::{
     collections::HashMap,
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+use support::native::free_port;
 
 use k8s_openapi::api::{
     apps::v1::ReplicaSet,
@@ -41,14 +42,6 @@ const NODE: &str = "spanhook-test-node";
 const ADMIN_TOKEN: &str = "admin-token-for-the-test";
 const DAEMON_TOKEN: &str = "spanhook-daemon-token";
 const ATTACH_WAIT: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn tool(var: &str, what: &str) -> PathBuf {
     let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {

@@ -21,11 +21,12 @@ mod support;
 use std::{
     collections::BTreeMap,
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::Path,
     process::Command,
     time::{Duration, Instant},
 };
+use support::native::free_port;
 
 use support::{go_fixture, newest_go, otlp::spans_in_file, require_bpf, temp_dir, Agent, GoServer};
 
@@ -35,14 +36,6 @@ const WAIT: Duration = Duration::from_secs(30);
 const WARM_UP: usize = 20;
 /// Processes in flight at once.
 const IN_FLIGHT: usize = 4;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn http_get(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();

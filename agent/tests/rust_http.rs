@@ -13,6 +13,7 @@ use std::{
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
+use support::native::free_port;
 
 use support::{
     go_fixture, newest_go,
@@ -583,14 +584,6 @@ fn wait_port(port: u16) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! receiving OTLP over gRPC and HTTP and forwarding OTLP/JSON to a sink in the test, so a test
 //! reads exactly what the Collector received.
 
+use super::native::free_port;
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
@@ -33,14 +34,6 @@ pub fn binary() -> PathBuf {
                 dir.display()
             )
         })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A running Collector and the sink it forwards to.

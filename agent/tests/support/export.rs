@@ -2,6 +2,7 @@
 //! can be stopped and started again on the same ports, a fake OTLP/HTTP receiver answering a
 //! scripted list of statuses, the agent's span accounting lines, and its RSS.
 
+use super::native::free_port;
 use std::{
     collections::VecDeque,
     io::{BufRead, BufReader, Read, Write},
@@ -151,14 +152,6 @@ impl Receiver {
             .filter_map(|r| serde_json::from_slice(&r.body).ok())
             .collect()
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// How the Collector's OTLP receivers listen.
