@@ -1,8 +1,9 @@
 //! `spanhook probe-cost` (hidden; for developers and `cargo xtask bench`): spanhook's real HTTP
 //! server programs on any Go function of a running process, to measure what they cost per hit.
 //!
-//! It attaches the server's entry program at the function's entry and its return program at
-//! each of the function's RET instructions, with the configuration (struct offsets, flags) the
+//! It attaches the server's entry program where `spanhook attach` would put it (the entry, or
+//! the cheaper prologue instruction `inspect::entry` picks) and its return program at each of
+//! the function's RET instructions, with the configuration (struct offsets, flags) the
 //! process would get from `spanhook attach`. Events are read and discarded, so the cost seen is
 //! the kernel side plus the reader's wakeups, not span export. It runs until SIGINT or SIGTERM,
 //! then prints `events N` and the probes' counters on stdout.
@@ -18,8 +19,8 @@ use clap::Args;
 use tokio::signal::unix::SignalKind;
 
 use crate::{
-    attach::{AttachRequest, Probes, UprobeSite},
-    inspect::{elf::ElfFile, golang, process::Process, returns},
+    attach::{AttachRequest, Probes},
+    inspect::{elf::ElfFile, golang, process::Process},
     plan::{self, catalog::GO_PROBES, Capability, OffsetTable},
 };
 
@@ -61,29 +62,14 @@ pub async fn run(args: ProbeCostArgs) -> Result<ExitCode> {
             process.exe.display()
         );
     };
-    let file_offset = |vaddr: u64| {
-        elf.vaddr_to_offset(vaddr)
-            .with_context(|| format!("{vaddr:#x} of {} is not file-backed", args.function))
-    };
-    let mut sites = vec![UprobeSite {
-        program: entry_program,
-        offset: file_offset(func.entry)?,
-        label: format!("{} (entry)", args.function),
-        binary: None,
-    }];
-    let rets = returns::function_returns(&elf, func)
-        .with_context(|| format!("finding the RET instructions of {}", args.function))?;
-    if rets.is_empty() {
-        bail!("no RET instruction found in {}", args.function);
-    }
-    for ret in rets {
-        sites.push(UprobeSite {
-            program: return_program,
-            offset: file_offset(ret)?,
-            label: format!("{}+{:#x} (return)", args.function, ret - func.entry),
-            binary: None,
-        });
-    }
+    let sites = plan::resolve::function_sites(
+        &elf,
+        &args.function,
+        func,
+        Some(entry_program),
+        Some(return_program),
+    )
+    .map_err(anyhow::Error::msg)?;
 
     let mut probes = Probes::load()?;
     probes.attach(&AttachRequest {

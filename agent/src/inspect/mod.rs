@@ -2,10 +2,12 @@
 //!
 //! `elf` opens the file and maps virtual addresses to file offsets; `golang` reads Go's own
 //! tables (`.gopclntab`, `.go.buildinfo`); `dwarf` reads struct layouts when debug info is
-//! present; `returns` finds the RET instructions of a function for return probes.
+//! present; `entry` picks where a function's entry probe goes, and `returns` finds the RET
+//! instructions of a function for return probes.
 
 pub mod dwarf;
 pub mod elf;
+pub mod entry;
 pub mod golang;
 pub mod native;
 pub mod process;

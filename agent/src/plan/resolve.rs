@@ -13,6 +13,7 @@ use crate::{
     inspect::{
         dwarf,
         elf::{Arch, ElfFile},
+        entry,
         golang::{self, GoBinary, GoVersion},
         returns,
     },
@@ -326,39 +327,22 @@ fn plan_probe(
             missing.join(", ")
         ));
     }
-    let entry_offset = elf.vaddr_to_offset(func.entry).ok_or_else(|| {
-        format!(
-            "{symbol} at {:#x} is not in a file-backed segment",
-            func.entry
-        )
-    })?;
-    let mut sites = Vec::new();
-    if let Some(program) = probe.entry_program {
-        sites.push(UprobeSite {
-            program,
-            offset: entry_offset,
-            label: format!("{symbol} (entry)"),
-            binary: None,
-        });
-    }
-    if let Some(ret_program) = probe.return_program {
-        let rets = returns::function_returns(elf, *func)
-            .map_err(|e| format!("cannot read the code of {symbol}: {e}"))?;
-        if rets.is_empty() {
-            return Err(format!("no RET instruction found in {symbol}"));
-        }
-        for ret in rets {
-            let off = elf
-                .vaddr_to_offset(ret)
-                .ok_or_else(|| format!("RET at {ret:#x} of {symbol} is not file-backed"))?;
-            sites.push(UprobeSite {
-                program: ret_program,
-                offset: off,
-                label: format!("{symbol}+{:#x} (return)", ret - func.entry),
-                binary: None,
-            });
-        }
-    }
+    let sites = function_sites(
+        elf,
+        symbol,
+        *func,
+        probe.entry_program,
+        probe.return_program,
+    )?;
+    let entry_offset = match probe.entry_program {
+        Some(_) => sites[0].offset,
+        None => elf.vaddr_to_offset(func.entry).ok_or_else(|| {
+            format!(
+                "{symbol} at {:#x} is not in a file-backed segment",
+                func.entry
+            )
+        })?,
+    };
     Ok(Planned {
         symbol,
         entry_offset,
@@ -366,6 +350,53 @@ fn plan_probe(
         sites,
         args: candidate.args,
     })
+}
+
+/// The uprobes of one Go function: `entry_program` where [`entry::entry_site`] says (the entry
+/// or a cheaper prologue instruction that sees the same registers) and `return_program` on
+/// every RET.
+pub fn function_sites(
+    elf: &ElfFile,
+    symbol: &str,
+    func: golang::FuncRange,
+    entry_program: Option<&'static str>,
+    return_program: Option<&'static str>,
+) -> Result<Vec<UprobeSite>, String> {
+    let file_offset = |vaddr: u64, what: &str| {
+        elf.vaddr_to_offset(vaddr).ok_or_else(|| {
+            format!("{what} of {symbol} at {vaddr:#x} is not in a file-backed segment")
+        })
+    };
+    let mut sites = Vec::new();
+    if let Some(program) = entry_program {
+        let site = entry::entry_site(elf, func);
+        let label = match site - func.entry {
+            0 => format!("{symbol} (entry)"),
+            n => format!("{symbol}+{n:#x} (entry)"),
+        };
+        sites.push(UprobeSite {
+            program,
+            offset: file_offset(site, "the entry")?,
+            label,
+            binary: None,
+        });
+    }
+    if let Some(program) = return_program {
+        let rets = returns::function_returns(elf, func)
+            .map_err(|e| format!("cannot read the code of {symbol}: {e}"))?;
+        if rets.is_empty() {
+            return Err(format!("no RET instruction found in {symbol}"));
+        }
+        for ret in rets {
+            sites.push(UprobeSite {
+                program,
+                offset: file_offset(ret, "a RET")?,
+                label: format!("{symbol}+{:#x} (return)", ret - func.entry),
+                binary: None,
+            });
+        }
+    }
+    Ok(sites)
 }
 
 /// Every field's offset: DWARF when the binary has it, else the table.
