@@ -1,6 +1,8 @@
 //! Per-hit cost: a Go function called in a tight loop (fixtures/go/bench-loop), timed with no
-//! probe, with bare tracefs uprobes on its entry and RETs, and with spanhook's HTTP server
-//! programs at the same places (`spanhook probe-cost`). The loop runs inside a real request's
+//! probe, with bare tracefs uprobes on its entry and RETs (what any tool attaches to "the
+//! function"), with bare uprobes at the sites spanhook picks (the entry probe moved to the
+//! first prologue instruction the kernel emulates, see `spanhook::inspect::entry`), and with
+//! spanhook's HTTP server programs at those sites (`spanhook probe-cost`). The loop runs inside a real request's
 //! handler and passes that request to the function, so spanhook's programs do their real work.
 
 use std::{
@@ -11,7 +13,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use spanhook::inspect::{elf::ElfFile, golang, returns};
+use spanhook::inspect::{elf::ElfFile, entry, golang, returns};
 
 use super::{
     machine::{self, BpfStats},
@@ -33,10 +35,15 @@ pub struct HitCost {
     pub sites: usize,
     /// Probe hits per call (entry + the RET taken), from the kernel's run counts.
     pub hits_per_call: f64,
-    /// Median ns per call, per mode: none, bare, spanhook.
+    /// Where spanhook's entry probe sits, in bytes from the function's entry.
+    pub entry_site: u64,
+    /// Median ns per call, per mode: none, bare on the function, bare at spanhook's sites,
+    /// spanhook.
     pub none_ns: f64,
-    /// With bare uprobes.
+    /// With bare uprobes on the function's entry and RETs.
     pub bare_ns: f64,
+    /// With bare uprobes at spanhook's sites.
+    pub bare_sites_ns: f64,
     /// With spanhook's programs.
     pub ours_ns: f64,
     /// Every run, per mode, for the report.
@@ -53,33 +60,47 @@ impl HitCost {
         (self.bare_ns - self.none_ns) / self.hits_per_call
     }
 
+    /// Cost of one bare uprobe hit at spanhook's sites (ns).
+    pub fn bare_sites_hit(&self) -> f64 {
+        (self.bare_sites_ns - self.none_ns) / self.hits_per_call
+    }
+
     /// Cost of one hit with spanhook's program (ns).
     pub fn ours_hit(&self) -> f64 {
         (self.ours_ns - self.none_ns) / self.hits_per_call
     }
 
-    /// Our cost ÷ the bare probe's.
+    /// Our cost ÷ the bare probe's on the same function.
     pub fn ratio(&self) -> f64 {
         self.ours_hit() / self.bare_hit()
     }
+
+    /// Our cost ÷ the bare probe's at the same instructions: what the programs add.
+    pub fn program_ratio(&self) -> f64 {
+        self.ours_hit() / self.bare_sites_hit()
+    }
 }
 
-/// File offsets of `function`'s entry and RET instructions in `binary`.
-pub fn sites(binary: &Path, function: &str) -> Result<Vec<u64>> {
+/// File offsets of `function`'s entry and RET instructions in `binary`, and the same with the
+/// entry moved where spanhook puts it; and that site's distance from the entry.
+pub fn sites(binary: &Path, function: &str) -> Result<(Vec<u64>, Vec<u64>, u64)> {
     let elf = ElfFile::open(binary).with_context(|| format!("reading {}", binary.display()))?;
     let found = golang::find_functions(&elf, &[function])?;
     let func = *found
         .get(function)
         .with_context(|| format!("{function} is not in {}", binary.display()))?;
-    let mut vaddrs = vec![func.entry];
-    vaddrs.extend(returns::function_returns(&elf, func)?);
-    vaddrs
-        .into_iter()
-        .map(|v| {
-            elf.vaddr_to_offset(v)
-                .with_context(|| format!("{v:#x} in {} is not file-backed", binary.display()))
-        })
-        .collect()
+    let rets = returns::function_returns(&elf, func)?;
+    let site = entry::entry_site(&elf, func);
+    let offsets = |first: u64| -> Result<Vec<u64>> {
+        std::iter::once(first)
+            .chain(rets.iter().copied())
+            .map(|v| {
+                elf.vaddr_to_offset(v)
+                    .with_context(|| format!("{v:#x} in {} is not file-backed", binary.display()))
+            })
+            .collect()
+    };
+    Ok((offsets(func.entry)?, offsets(site)?, site - func.entry))
 }
 
 struct Loop {
@@ -151,9 +172,10 @@ impl Ours {
     }
 }
 
-/// Runs the section: `rounds` rounds of (none, bare, spanhook), rotated, medians reported.
+/// Runs the section: `rounds` rounds of (none, bare on the function, bare at spanhook's sites,
+/// spanhook), rotated, medians reported.
 pub fn run(spanhook: &Path, binary: &Path, rounds: usize, cpu: Option<usize>) -> Result<HitCost> {
-    let sites = sites(binary, FUNCTION)?;
+    let (sites, our_sites, entry_site) = sites(binary, FUNCTION)?;
     let mut lp = Loop::start(binary, cpu)?;
     // Warm up: page in the code and let the CPU settle.
     lp.run(CALLS * 100)?;
@@ -189,14 +211,20 @@ pub fn run(spanhook: &Path, binary: &Path, rounds: usize, cpu: Option<usize>) ->
 
     let mut none = Vec::new();
     let mut bare = Vec::new();
+    let mut bare_sites = Vec::new();
     let mut ours = Vec::new();
     for round in 0..rounds {
-        for step in 0..3 {
-            match (round + step) % 3 {
+        for step in 0..4 {
+            match (round + step) % 4 {
                 0 => none.push(lp.run(CALLS)?),
                 1 => {
                     let probes = BareProbes::attach(binary, &sites)?;
                     bare.push(lp.run(CALLS)?);
+                    drop(probes);
+                }
+                2 => {
+                    let probes = BareProbes::attach(binary, &our_sites)?;
+                    bare_sites.push(lp.run(CALLS)?);
                     drop(probes);
                 }
                 _ => {
@@ -210,12 +238,15 @@ pub fn run(spanhook: &Path, binary: &Path, rounds: usize, cpu: Option<usize>) ->
     let result = HitCost {
         sites: sites.len(),
         hits_per_call,
+        entry_site,
         none_ns: median(&none),
         bare_ns: median(&bare),
+        bare_sites_ns: median(&bare_sites),
         ours_ns: median(&ours),
         runs: vec![
             ("no probe", none),
-            ("bare uprobe", bare),
+            ("bare uprobe on the function", bare),
+            ("bare uprobe at spanhook's sites", bare_sites),
             ("spanhook", ours),
         ],
         prog_ns,

@@ -127,10 +127,16 @@ fn checks(r: &Results) -> Vec<Check> {
     let mut out = Vec::new();
     if let Some(h) = &r.hitcost {
         out.push(Check {
-            what: "per-hit cost ÷ bare uprobe",
+            what: "per-hit cost ÷ bare uprobe on the function",
             target: "≤ 1.05",
             measured: format!("{:.3}", h.ratio()),
             pass: h.ratio() <= 1.05,
+        });
+        out.push(Check {
+            what: "per-hit cost ÷ bare uprobe at the same sites",
+            target: "≤ 1.05",
+            measured: format!("{:.3}", h.program_ratio()),
+            pass: h.program_ratio() <= 1.05,
         });
     }
     let ours = |t: &Table| t.row(Scenario::Spanhook).cloned();
@@ -254,23 +260,32 @@ pub fn markdown(r: &Results) -> String {
     if let Some(h) = &r.hitcost {
         let _ = writeln!(m, "### 1. Per-hit cost\n");
         let _ = writeln!(m, "`main.server.handle` of fixtures/go/bench-loop (the signature of `serverHandler.ServeHTTP`, called in a tight loop inside a real request's handler with that request), {} uprobe sites (entry + RETs), {:.2} probe hits per call (kernel run counts). CPU time of the loop's thread (user + system: every trap and program run is on it), median of {} runs of 25 000 calls each.\n", h.sites, h.hits_per_call, h.runs.first().map_or(0, |r| r.1.len()));
+        let _ = writeln!(m, "A bare uprobe \"on the function\" sits on its first instruction, the stack check `cmp 16(R14), SP`, which the kernel single-steps. spanhook puts its entry probe {} bytes further, on the first instruction the kernel emulates and that sees the same registers (`spanhook::inspect::entry`); the RETs are single-stepped either way. The last column separates the placement from what the programs add.\n", h.entry_site);
         let _ = writeln!(
             m,
-            "| | CPU ns per call | cost per hit | ÷ bare uprobe |\n| --- | --- | --- | --- |"
+            "| | CPU ns per call | cost per hit | ÷ bare uprobe on the function | ÷ bare uprobe at the same sites |\n| --- | --- | --- | --- | --- |"
         );
-        let _ = writeln!(m, "| no probe | {:.1} | – | – |", h.none_ns);
+        let _ = writeln!(m, "| no probe | {:.1} | – | – | – |", h.none_ns);
         let _ = writeln!(
             m,
-            "| bare tracefs uprobe | {:.0} | {} | 1.000 |",
+            "| bare tracefs uprobe on the function (entry + RETs) | {:.0} | {} | 1.000 | – |",
             h.bare_ns,
             ns(h.bare_hit())
         );
         let _ = writeln!(
             m,
-            "| spanhook's programs | {:.0} | {} | **{:.3}** |",
+            "| bare tracefs uprobe at spanhook's sites | {:.0} | {} | {:.3} | 1.000 |",
+            h.bare_sites_ns,
+            ns(h.bare_sites_hit()),
+            h.bare_sites_hit() / h.bare_hit()
+        );
+        let _ = writeln!(
+            m,
+            "| spanhook's programs | {:.0} | {} | **{:.3}** | {:.3} |",
             h.ours_ns,
             ns(h.ours_hit()),
-            h.ratio()
+            h.ratio(),
+            h.program_ratio()
         );
         let _ = writeln!(m);
         let progs: Vec<String> = h
@@ -557,7 +572,8 @@ fn plots(r: &Results, docs: &std::path::Path) -> Result<()> {
             &[plot::Group {
                 label: "per hit".into(),
                 bars: vec![
-                    ("bare tracefs uprobe".into(), h.bare_hit()),
+                    ("bare uprobe on the function".into(), h.bare_hit()),
+                    ("bare uprobe at spanhook's sites".into(), h.bare_sites_hit()),
                     ("spanhook".into(), h.ours_hit()),
                 ],
             }],
