@@ -39,6 +39,11 @@ pub fn run(spanhook: &Path, server: &Path, no_write: bool) -> Result<()> {
     let dir = super::receiver::scratch_dir("scale");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
+    // The daemon matches the selector against the executable's resolved path: a target
+    // directory reached through a symlink would select nothing.
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
     let one = dir.join("scale-server");
     std::fs::copy(server, &one).with_context(|| format!("copying {}", server.display()))?;
     let copies: Vec<PathBuf> = (0..10)
