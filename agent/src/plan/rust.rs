@@ -18,11 +18,19 @@
 //! the handler spawned starts its own trace.
 //!
 //! gRPC (tonic over h2): server RPCs at h2's stream functions (request HEADERS decoded, stream
-//! accepted and its task spawned, trailers or a trailers-only response built on that task),
-//! keyed by connection + stream id; client RPCs at
-//! tonic's `GrpcConfig::prepare_request` and `Code::from_bytes`, keyed by the caller's task
-//! (see ebpf/probes/src/rust/grpc.rs). Two calls awaited concurrently by one task (`join!`)
-//! cannot be told apart: the first status parsed ends the latest call started.
+//! accepted and its task spawned, trailers or a trailers-only response built on that task, or
+//! the stream reset by its client), keyed by connection + stream id; client RPCs at tonic's
+//! `GrpcConfig::prepare_request` (on the caller's task), h2's request write and response
+//! HEADERS/trailers decode (on the connection's task, which give the call its stream) and
+//! tonic's `Status::from_header_map` (back on the caller's task; the map names the stream, so
+//! two calls awaited at once by one task, `join!`, stay apart); where `from_header_map` is
+//! inlined, `Code::from_bytes`, keyed by the task alone, which cannot tell such calls apart
+//! (they get no span). A call that fails without a `grpc-status` ends at `Status::from_error`
+//! (and `try_from_error`, which fat LTO leaves where it inlines `from_error`). Fat LTO inlines
+//! h2's trailer, response and stream-accept functions: their callers are the next candidates.
+//! The probes read tonic's `Status` and http's `HeaderMap`, whose layouts changed in tonic 0.14
+//! and http 1.6: the plan tells them which (see [`layout_flags`]), and refuses the `Status`
+//! readers when the binary does not name those versions (see ebpf/probes/src/rust/grpc.rs).
 
 use std::collections::BTreeSet;
 
@@ -141,6 +149,28 @@ const TASK_BIND: &str = "tokio::runtime::task::list::OwnedTasks<S>::bind_inner";
 const H2_CLIENT_REQUEST: &str = "h2::client::Peer::convert_send_message";
 const TONIC_PREPARE_REQUEST: &str = "tonic::client::grpc::GrpcConfig::prepare_request";
 const TONIC_CODE_FROM_BYTES: &str = "tonic::status::Code::from_bytes";
+// What fat LTO leaves of the server functions above: their callers.
+const H2_STREAM_CLONE: &str =
+    "<h2::proto::streams::streams::OpaqueStreamRef as core::clone::Clone>::clone";
+const TONIC_ADD_HEADER: &str = "tonic::status::Status::add_header";
+const H2_SEND_RESPONSE: &str = "h2::server::SendResponse<B>::send_response";
+const H2_RECV_RESET: &str = "h2::proto::streams::recv::Recv::recv_reset";
+const H2_RECV_TRAILERS: &str = "h2::proto::streams::recv::Recv::recv_trailers";
+const TONIC_FROM_HEADER_MAP: &str = "tonic::status::Status::from_header_map";
+const TONIC_FROM_ERROR: &str = "tonic::status::Status::from_error";
+const TONIC_TRY_FROM_ERROR: &str = "tonic::status::Status::try_from_error";
+const GRPC_STATUS_RECEIVED: &str = "grpc-status received";
+/// The client call's start, in every client strategy.
+const TONIC_CALL: RustPart = RustPart::one(
+    "call (method, start, parent)",
+    &[RustCandidate::new(
+        TONIC_PREPARE_REQUEST,
+        Some("rust_grpc_call"),
+        Some("rust_grpc_call_ret"),
+    )],
+);
+const H2_CLIENT_REQUEST_PROBE: RustCandidate =
+    RustCandidate::new(H2_CLIENT_REQUEST, Some("rust_grpc_client_request"), None);
 
 /// The strategy for builds whose role functions were inlined (fat LTO).
 const LTO_STRATEGY: &str = "hyper connection functions (what fat LTO leaves)";
@@ -318,27 +348,40 @@ pub const RUST_PROBES: &[RustProbe] = &[
                 ),
                 RustPart::one(
                     "trailers (grpc-status)",
-                    &[RustCandidate::new(
-                        H2_TRAILERS,
-                        Some("rust_h2_trailers"),
-                        None,
-                    )],
+                    &[
+                        RustCandidate::new(H2_TRAILERS, Some("rust_h2_trailers"), None),
+                        // Fat LTO: tonic writing the status it sends, on the same (stream)
+                        // task (in trailers, or a trailers-only response).
+                        RustCandidate::new(
+                            TONIC_ADD_HEADER,
+                            Some("rust_grpc_trailers_entry"),
+                            Some("rust_grpc_trailers"),
+                        ),
+                    ],
                 ),
                 RustPart::one(
                     "response HEADERS (trailers-only grpc-status)",
-                    &[RustCandidate::new(
-                        H2_SERVER_RESPONSE,
-                        Some("rust_h2_server_response"),
-                        None,
-                    )],
+                    &[
+                        RustCandidate::new(
+                            H2_SERVER_RESPONSE,
+                            Some("rust_h2_server_response"),
+                            None,
+                        ),
+                        // Fat LTO: its caller, on the same (stream) task.
+                        RustCandidate::new(H2_SEND_RESPONSE, Some("rust_h2_send_response"), None),
+                    ],
                 ),
                 RustPart::one(
                     "accepted stream (the stream's task)",
-                    &[RustCandidate::new(
-                        H2_NEXT_INCOMING,
-                        Some("rust_h2_next_incoming_entry"),
-                        Some("rust_h2_next_incoming"),
-                    )],
+                    &[
+                        RustCandidate::new(
+                            H2_NEXT_INCOMING,
+                            Some("rust_h2_next_incoming_entry"),
+                            Some("rust_h2_next_incoming"),
+                        ),
+                        // Fat LTO: the clone of the accepted stream's handle its caller makes.
+                        RustCandidate::new(H2_STREAM_CLONE, Some("rust_h2_stream_clone"), None),
+                    ],
                 ),
                 RustPart {
                     role: "task spawned for the stream",
@@ -348,41 +391,99 @@ pub const RUST_PROBES: &[RustProbe] = &[
                 },
             ],
         }],
-        extras: &[],
+        extras: &[RustPart {
+            role: "stream reset by its client (a cancelled RPC)",
+            required: false,
+            all: false,
+            candidates: &[RustCandidate::new(
+                H2_RECV_RESET,
+                Some("rust_h2_recv_reset"),
+                None,
+            )],
+        }],
         flags: TargetConfig::FLAG_RUST_GRPC_SERVER,
     },
     RustProbe {
         capability: Capability::RustGrpcClient,
-        strategies: &[RustStrategy {
-            name: "tonic client functions",
-            parts: &[
-                RustPart::one(
-                    "call (method, start, parent)",
-                    &[RustCandidate::new(
-                        TONIC_PREPARE_REQUEST,
-                        Some("rust_grpc_call"),
-                        Some("rust_grpc_call_ret"),
-                    )],
+        strategies: &[
+            RustStrategy {
+                name: "tonic calls tied to their h2 streams",
+                parts: &[
+                    TONIC_CALL,
+                    RustPart::one(
+                        "request written (stream, authority)",
+                        &[H2_CLIENT_REQUEST_PROBE],
+                    ),
+                    // Both roles' connection functions: a client's response HEADERS carry the
+                    // status of a trailers-only response, its trailers every other.
+                    RustPart::one(
+                        "response HEADERS received (the stream of a trailers-only status)",
+                        &[RustCandidate::new(
+                            H2_RECV_HEADERS,
+                            Some("rust_grpc_response_recv"),
+                            None,
+                        )],
+                    ),
+                    RustPart::one(
+                        "trailers received (the stream of a status)",
+                        &[RustCandidate::new(
+                            H2_RECV_TRAILERS,
+                            Some("rust_grpc_response_recv"),
+                            None,
+                        )],
+                    ),
+                    RustPart::one(
+                        GRPC_STATUS_RECEIVED,
+                        &[RustCandidate::new(
+                            TONIC_FROM_HEADER_MAP,
+                            Some("rust_grpc_status_map"),
+                            None,
+                        )],
+                    ),
+                ],
+            },
+            // Where `from_header_map` is inlined: the code it parses, with nothing to tell
+            // which of a task's calls it ends, so calls awaited at once by one task get none.
+            RustStrategy {
+                name: "tonic calls by the caller's task",
+                parts: &[
+                    TONIC_CALL,
+                    RustPart::one(
+                        GRPC_STATUS_RECEIVED,
+                        &[RustCandidate::new(
+                            TONIC_CODE_FROM_BYTES,
+                            Some("rust_grpc_status"),
+                            None,
+                        )],
+                    ),
+                    RustPart {
+                        role: "request written (stream, authority)",
+                        required: false,
+                        all: false,
+                        candidates: &[H2_CLIENT_REQUEST_PROBE],
+                    },
+                ],
+            },
+        ],
+        extras: &[RustPart {
+            role: "call failed without a grpc-status (refused, deadline)",
+            required: false,
+            // Fat LTO inlines `from_error` into some callers but not others; those call
+            // `try_from_error`, which `from_error` calls too (the inner return ends the call,
+            // the outer then finds it ended).
+            all: true,
+            candidates: &[
+                RustCandidate::new(
+                    TONIC_FROM_ERROR,
+                    Some("rust_grpc_error_entry"),
+                    Some("rust_grpc_error"),
                 ),
-                RustPart::one(
-                    "grpc-status received",
-                    &[RustCandidate::new(
-                        TONIC_CODE_FROM_BYTES,
-                        Some("rust_grpc_status"),
-                        None,
-                    )],
+                RustCandidate::new(
+                    TONIC_TRY_FROM_ERROR,
+                    Some("rust_grpc_error_entry"),
+                    Some("rust_grpc_try_error"),
                 ),
             ],
-        }],
-        extras: &[RustPart {
-            role: "request written (authority)",
-            required: false,
-            all: false,
-            candidates: &[RustCandidate::new(
-                H2_CLIENT_REQUEST,
-                Some("rust_grpc_client_request"),
-                None,
-            )],
         }],
         flags: TargetConfig::FLAG_RUST_GRPC_CLIENT,
     },
@@ -460,7 +561,7 @@ pub fn plan_rust(
             let resolved: Vec<(PartChoice, PartResult)> = strategy
                 .parts
                 .iter()
-                .map(|part| resolve_part(elf, symbols, probe.capability, part))
+                .map(|part| resolve_part(elf, rust, symbols, probe.capability, part))
                 .collect();
             let missing: Vec<String> = strategy
                 .parts
@@ -516,7 +617,7 @@ pub fn plan_rust(
                     choices.push(choice);
                 }
                 for part in probe.extras {
-                    let (choice, r) = resolve_part(elf, symbols, probe.capability, part);
+                    let (choice, r) = resolve_part(elf, rust, symbols, probe.capability, part);
                     match r {
                         Ok((label, part_sites)) => {
                             names.push(label);
@@ -659,6 +760,7 @@ pub fn plan_rust(
             ));
         }
     }
+    config.flags |= layout_flags(rust, config.flags);
     // The server honours incoming `traceparent` headers like the Go server.
     if config.flags & TargetConfig::FLAG_RUST_HTTP_SERVER != 0 {
         config.flags |= TargetConfig::FLAG_SERVER_TRACEPARENT;
@@ -673,10 +775,59 @@ pub fn plan_rust(
     (plan, choices)
 }
 
+/// Whether the binary's `krate` is older than `than` (`None`: its version is unknown).
+fn older(rust: &RustBinary, krate: &str, than: &str) -> Option<bool> {
+    let v = rust.crate_version(krate)?;
+    Some(crate::inspect::rust::crates::compare_versions(v, than) == std::cmp::Ordering::Less)
+}
+
+/// The flags that tell the gRPC probes the layouts they read, when gRPC is traced: tonic up to
+/// 0.13 returns its `Status` by value (0.14 boxes it), and `http` 1.6 shrank `HeaderMap`.
+/// An unknown version is taken to be the newest.
+fn layout_flags(rust: &RustBinary, flags: u32) -> u32 {
+    if flags & (TargetConfig::FLAG_RUST_GRPC_SERVER | TargetConfig::FLAG_RUST_GRPC_CLIENT) == 0 {
+        return 0;
+    }
+    let mut out = 0;
+    if older(rust, "tonic", "0.14.0") == Some(true) {
+        out |= TargetConfig::FLAG_RUST_TONIC_STATUS_BY_VALUE;
+    }
+    if older(rust, "http", "1.6.0") != Some(true) {
+        out |= TargetConfig::FLAG_RUST_HTTP_COLD_MAP;
+    }
+    out
+}
+
+/// Why a candidate cannot be used with this binary although its function is there: the
+/// status probes read tonic's `Status`, whose layout depends on the tonic and http versions.
+fn candidate_unusable(rust: &RustBinary, path: &str) -> Option<String> {
+    let unknown = || {
+        Some("the binary does not name its tonic and http versions, on which the layout of the `Status` it returns depends".to_string())
+    };
+    match path {
+        TONIC_FROM_ERROR
+            if rust.crate_version("tonic").is_none() || rust.crate_version("http").is_none() =>
+        {
+            unknown()
+        }
+        TONIC_TRY_FROM_ERROR => match older(rust, "tonic", "0.14.0") {
+            None => unknown(),
+            Some(false) => Some(format!(
+                "tonic {} boxes its `Status`, and the `Result` this returns it in was not verified",
+                rust.crate_version("tonic").unwrap_or_default()
+            )),
+            Some(true) if rust.crate_version("http").is_none() => unknown(),
+            Some(true) => None,
+        },
+        _ => None,
+    }
+}
+
 type PartResult = Result<(String, Vec<UprobeSite>), String>;
 
 fn resolve_part(
     elf: &ElfFile,
+    rust: &RustBinary,
     symbols: &RustSymbols,
     capability: Capability,
     part: &RustPart,
@@ -691,6 +842,13 @@ fn resolve_part(
                 symbol: c.path.to_string(),
                 reason: "not in the symbol table (inlined, or the program does not use it)"
                     .to_string(),
+            });
+            continue;
+        }
+        if let Some(reason) = candidate_unusable(rust, c.path) {
+            rejected.push(Rejected {
+                symbol: c.path.to_string(),
+                reason,
             });
             continue;
         }
@@ -835,9 +993,10 @@ mod tests {
 
     #[test]
     fn fat_lto_builds_use_what_survives_and_say_why() {
+        // The HTTP fixtures (grpcchain has its own test below).
         let lto: Vec<_> = fixtures::all()
             .into_iter()
-            .filter(|f| f.profile == "lto")
+            .filter(|f| f.profile == "lto" && f.program != "grpcchain")
             .collect();
         assert!(!lto.is_empty(), "no fat-LTO fixtures built");
         for f in lto {
@@ -887,12 +1046,19 @@ mod tests {
     fn tonic_builds_trace_grpc_at_h2_and_tonic_functions() {
         let grpc: Vec<_> = fixtures::all()
             .into_iter()
-            .filter(|f| f.program == "grpcchain" && f.profile == "release")
+            .filter(|f| f.program == "grpcchain" && f.profile != "stripped")
             .collect();
-        assert!(!grpc.is_empty(), "no grpcchain fixture built");
+        // tonic's newest and oldest supported releases, each in both profiles.
+        let mut seen = std::collections::BTreeSet::new();
         for f in grpc {
+            let lto = f.profile == "lto";
             let (rust, plan, choices) = plan_of(&f.path);
-            assert!(rust.crate_version("tonic").is_some());
+            let tonic = rust.crate_version("tonic").expect("tonic's version");
+            seen.insert((
+                tonic.rsplit_once('.').unwrap().0.to_string(),
+                f.profile.clone(),
+            ));
+            let http = rust.crate_version("http").expect("http's version");
             assert!(rust.crate_version("h2").is_some());
             for c in [
                 Capability::RustGrpcServer,
@@ -912,23 +1078,106 @@ mod tests {
                 chosen("request HEADERS (method, authority, traceparent)"),
                 H2_SERVER_REQUEST
             );
-            assert_eq!(chosen("trailers (grpc-status)"), H2_TRAILERS);
+            assert_eq!(
+                chosen("stream reset by its client (a cancelled RPC)"),
+                H2_RECV_RESET
+            );
+            assert!(chosen("task spawned for the stream").contains("bind_inner"));
+            // Fat LTO inlines h2's trailer, response and stream-accept functions: their
+            // callers are probed, and `inspect` says why the better ones were passed over.
+            let (trailers, response, accepted) = if lto {
+                (TONIC_ADD_HEADER, H2_SEND_RESPONSE, H2_STREAM_CLONE)
+            } else {
+                (H2_TRAILERS, H2_SERVER_RESPONSE, H2_NEXT_INCOMING)
+            };
+            assert_eq!(chosen("trailers (grpc-status)"), trailers, "{f:?}");
+            assert_eq!(
+                chosen("response HEADERS (trailers-only grpc-status)"),
+                response,
+                "{f:?}"
+            );
+            assert_eq!(
+                chosen("accepted stream (the stream's task)"),
+                accepted,
+                "{f:?}"
+            );
+            if lto {
+                let part = choices
+                    .iter()
+                    .find(|c| c.role == "trailers (grpc-status)")
+                    .unwrap();
+                assert_eq!(part.rejected[0].symbol, H2_TRAILERS);
+                assert!(part.rejected[0].reason.contains("inlined"));
+            }
+            // The client: every build keeps the functions that tie a status to its stream.
             assert_eq!(
                 chosen("call (method, start, parent)"),
                 TONIC_PREPARE_REQUEST
             );
-            assert_eq!(chosen("grpc-status received"), TONIC_CODE_FROM_BYTES);
             assert_eq!(
-                chosen("accepted stream (the stream's task)"),
-                H2_NEXT_INCOMING
+                chosen("request written (stream, authority)"),
+                H2_CLIENT_REQUEST
             );
-            assert!(chosen("task spawned for the stream").contains("bind_inner"));
+            assert_eq!(
+                chosen("response HEADERS received (the stream of a trailers-only status)"),
+                H2_RECV_HEADERS
+            );
+            assert_eq!(
+                chosen("trailers received (the stream of a status)"),
+                H2_RECV_TRAILERS
+            );
+            assert_eq!(chosen(GRPC_STATUS_RECEIVED), TONIC_FROM_HEADER_MAP, "{f:?}");
+            // `try_from_error` where the status comes by value (tonic before 0.14), and said
+            // why not otherwise.
+            let failed = choices
+                .iter()
+                .find(|c| c.role == "call failed without a grpc-status (refused, deadline)")
+                .unwrap();
+            let chosen_failed = failed.chosen.clone().unwrap_or_default();
+            assert!(chosen_failed.starts_with(TONIC_FROM_ERROR), "{failed:?}");
+            let by_value = crate::inspect::rust::crates::compare_versions(tonic, "0.14.0")
+                == std::cmp::Ordering::Less;
+            assert_eq!(
+                chosen_failed.contains(TONIC_TRY_FROM_ERROR),
+                by_value,
+                "{failed:?}"
+            );
+            if !by_value {
+                assert!(
+                    failed
+                        .rejected
+                        .iter()
+                        .any(|r| r.symbol == TONIC_TRY_FROM_ERROR && r.reason.contains("boxes")),
+                    "{failed:?}"
+                );
+            }
+            // The layouts the probes are told of.
+            assert_eq!(
+                plan.config.flags & TargetConfig::FLAG_RUST_TONIC_STATUS_BY_VALUE != 0,
+                by_value,
+                "{f:?}"
+            );
+            let cold = crate::inspect::rust::crates::compare_versions(http, "1.6.0")
+                != std::cmp::Ordering::Less;
+            assert_eq!(
+                plan.config.flags & TargetConfig::FLAG_RUST_HTTP_COLD_MAP != 0,
+                cold,
+                "{f:?}"
+            );
             // gRPC is traced: no warning that it is not.
             assert!(
                 !plan.warnings.iter().any(|w| w.contains("gRPC")),
                 "{:?}",
                 plan.warnings
             );
+        }
+        for tonic in ["0.12", "0.14"] {
+            for profile in ["release", "lto"] {
+                assert!(
+                    seen.contains(&(tonic.to_string(), profile.to_string())),
+                    "no grpcchain fixture with tonic {tonic} built in the {profile} profile: {seen:?}"
+                );
+            }
         }
     }
 

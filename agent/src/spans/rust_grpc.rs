@@ -2,11 +2,17 @@
 //! spans (agent/src/spans/grpc.rs).
 //!
 //! A server span covers an RPC from its request HEADERS decoded by h2
-//! (`server::Peer::convert_poll_message`) to the HEADERS frame carrying its `grpc-status`
-//! handed to h2's send queue (`Send::send_trailers`, or `Send::send_headers` for a
-//! trailers-only response). A client span covers a tonic call from
-//! `GrpcConfig::prepare_request` on the caller's task to the `grpc-status` tonic parses on that
-//! task (`Code::from_bytes`).
+//! (`server::Peer::convert_poll_message`) to the HEADERS frame carrying its `grpc-status` built on
+//! the stream's task (h2's `Headers::trailers`, or the response HEADERS of a trailers-only
+//! response; with fat LTO, tonic's `Status::add_header` and h2's `SendResponse::send_response`),
+//! or to the client's reset of the stream before any (Cancelled, as gRPC servers report it). A
+//! client span covers a tonic call from `GrpcConfig::prepare_request` on the caller's task to the
+//! `grpc-status` tonic reads on that task (`Status::from_header_map`), or, for a call that failed
+//! without one (connection refused, past its deadline, reset), to the status tonic made of the
+//! error (`Status::from_error`: Unavailable for a refused connection, Cancelled for a deadline
+//! tonic enforced), which is what the caller got; such a call has no `server.address` when it never
+//! reached the wire. Where `from_header_map` is inlined, the status is the code tonic parses
+//! (`Code::from_bytes`).
 
 use std::sync::Arc;
 

@@ -185,9 +185,15 @@ impl TargetConfig {
     /// tonic/h2 gRPC server RPCs are probed (h2's stream functions, keyed by connection and
     /// stream id).
     pub const FLAG_RUST_GRPC_SERVER: u32 = 1 << 20;
-    /// tonic gRPC client RPCs are probed (tonic's request preparation and status parse, keyed by
-    /// the caller's task).
+    /// tonic gRPC client RPCs are probed (tonic's request preparation and status read, tied to
+    /// the caller's task and h2 stream).
     pub const FLAG_RUST_GRPC_CLIENT: u32 = 1 << 21;
+    /// tonic returns `Status` by value, through the hidden return pointer (tonic 0.13 and older;
+    /// 0.14 boxes it): the arguments of its status functions start one later.
+    pub const FLAG_RUST_TONIC_STATUS_BY_VALUE: u32 = 1 << 22;
+    /// The program's `http` crate is 1.6 or later, whose `HeaderMap` boxes its rarely used
+    /// fields (6 words, not 12): the probes that read a map or a tonic `Status` need to know.
+    pub const FLAG_RUST_HTTP_COLD_MAP: u32 = 1 << 23;
 }
 
 /// No `grpc-status` was seen for the RPC.
