@@ -354,7 +354,6 @@ pub(crate) fn drain(
         stats.events += 1;
         match events::decode(bytes) {
             Ok(event) => match assembler.span(&event) {
-                // Parent-based: a caller that did not sample the trace gets no span from us.
                 // Parent-based sampling (a caller that did not sample the trace gets no span
                 // from us) is the pipeline's, after the span is counted in the metrics.
                 Some(span) => {
