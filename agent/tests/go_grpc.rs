@@ -598,8 +598,11 @@ fn propagation_over_connections_opened_before_the_agent_loses_no_rpc() {
         .filter(|k| client_ids.contains(k.as_str()))
         .count();
     assert_eq!(
-        matched, N,
-        "the traceparent a server received names the RPC's client span"
+        matched,
+        N,
+        "the traceparent a server received names the RPC's client span ({} client spans of the \
+         gateway in all)\n{stderr}",
+        client_ids.len()
     );
     drop((server, gateway));
 }

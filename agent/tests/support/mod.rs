@@ -233,9 +233,12 @@ impl Drop for GoServer {
     }
 }
 
-/// The spanhook binary under test.
+/// The spanhook binary under test: `$SPANHOOK_BIN` (`cargo xtask test` sets it to the release
+/// build, the one users run), else the build of this `cargo test`.
 pub fn spanhook_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_spanhook"))
+    std::env::var_os("SPANHOOK_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_spanhook")))
 }
 
 /// A running `spanhook attach`.
