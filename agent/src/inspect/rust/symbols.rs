@@ -106,9 +106,13 @@ impl RustSymbols {
 pub fn strip_generics(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     let bytes = path.as_bytes();
+    // Text is copied in runs between generic argument lists, whose ends are ASCII, so every
+    // cut falls on a character boundary and names stay intact (Rust allows non-ASCII ones).
+    let mut kept = 0;
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i..].starts_with(b"::<") {
+            out.push_str(&path[kept..i]);
             let mut depth = 0;
             let mut j = i + 2;
             while j < bytes.len() {
@@ -124,18 +128,31 @@ pub fn strip_generics(path: &str) -> String {
                 }
                 j += 1;
             }
-            i = j + 1;
+            i = (j + 1).min(bytes.len());
+            kept = i;
             continue;
         }
-        out.push(bytes[i] as char);
         i += 1;
     }
+    out.push_str(&path[kept..]);
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generics_are_stripped_from_non_ascii_names_too() {
+        // Found by the rust_symbols fuzz target: bytes pushed one by one as chars turned each
+        // byte of a multi-byte character into a character of its own.
+        assert_eq!(strip_generics("crate::naïve::<T>::f"), "crate::naïve::f");
+        assert_eq!(strip_generics("größe::<Vec<u8>>"), "größe");
+        assert_eq!(strip_generics("a::<é"), "a");
+        for s in ["é::<ü>::ö", "::<", "x::<>>::<<", "ø"] {
+            assert!(strip_generics(s).len() <= s.len(), "{s}");
+        }
+    }
 
     #[test]
     fn demangles_legacy_and_v0_to_one_path() {
