@@ -105,12 +105,8 @@ mod tests {
     };
     use std::{path::Path, sync::Arc};
 
-    #[tokio::test]
-    async fn writes_one_otlp_json_request_per_line() {
-        let dir = std::env::temp_dir().join(format!("spanhook-file-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("spans.jsonl");
-        let _ = std::fs::remove_file(&path);
+    /// The process `/bin/svc` and a fixed clock.
+    fn service() -> (Arc<ProcessResource>, Clock) {
         let resource = Arc::new(ProcessResource::from_parts(
             4242,
             Path::new("/bin/svc"),
@@ -119,7 +115,16 @@ mod tests {
             None,
             &[],
         ));
-        let clock = Clock::with_offset_ns(1_700_000_000_000_000_000);
+        (resource, Clock::with_offset_ns(1_700_000_000_000_000_000))
+    }
+
+    #[tokio::test]
+    async fn writes_one_otlp_json_request_per_line() {
+        let dir = std::env::temp_dir().join(format!("spanhook-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("spans.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let (resource, clock) = service();
         let spans = vec![
             server_span(&server_event("GET", "/a", 200), &clock, resource.clone()),
             server_span(&server_event("POST", "/b", 500), &clock, resource),
@@ -192,15 +197,7 @@ mod tests {
     async fn a_batch_that_fills_the_disk_leaves_only_whole_lines() {
         let disk = SmallDisk::mount("file-full", "64k");
         let path = disk.0.join("spans.jsonl");
-        let resource = Arc::new(ProcessResource::from_parts(
-            4242,
-            Path::new("/bin/svc"),
-            b"",
-            b"",
-            None,
-            &[],
-        ));
-        let clock = Clock::with_offset_ns(1_700_000_000_000_000_000);
+        let (resource, clock) = service();
         let small = vec![server_span(
             &server_event("GET", "/a", 200),
             &clock,
