@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cmd, fixtures, setup};
+use crate::{fixtures, setup};
 
 /// Options for the demo.
 #[derive(clap::Args, Debug)]
@@ -76,13 +76,7 @@ pub fn run(args: &Args) -> Result<()> {
     let go_bin = built.first().context("no Go fixture built")?.path.clone();
     let rust_bin = crate::fixtures_rust::build_release("httpchain")?;
     eprintln!("demo: building spanhook");
-    cmd::run(Command::new("cargo").current_dir(crate::root()).args([
-        "build",
-        "--release",
-        "-p",
-        "spanhook",
-    ]))?;
-    let spanhook = crate::target_dir().join("release/spanhook");
+    let spanhook = crate::release_agent()?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

@@ -86,6 +86,24 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Builds the agent users run (release) and returns its path.
+pub fn release_agent() -> Result<PathBuf> {
+    cmd::run(
+        std::process::Command::new("cargo")
+            .current_dir(root())
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "spanhook",
+                "--bin",
+                "spanhook",
+            ]),
+    )?;
+    Ok(target_dir().join("release/spanhook"))
+}
+
 /// Where built fixtures, tools and caches live (inside `target/`, never committed).
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")

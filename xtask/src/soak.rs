@@ -33,7 +33,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::{cmd, fixtures, setup};
+use crate::{fixtures, setup};
 
 /// Options.
 #[derive(clap::Args, Debug)]
@@ -702,14 +702,7 @@ pub fn run(args: &Args) -> Result<()> {
     ensure!(args.connections > 0, "--connections must be at least 1");
     let specs = services()?;
     eprintln!("soak: building spanhook (release)");
-    cmd::run(Command::new("cargo").current_dir(crate::root()).args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "spanhook",
-    ]))?;
-    let spanhook = crate::target_dir().join("release/spanhook");
+    let spanhook = crate::release_agent()?;
 
     let mut running = Vec::new();
     for spec in &specs {

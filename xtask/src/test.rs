@@ -43,19 +43,11 @@ pub fn run(args: &Args) -> Result<()> {
     // The kernel tests drive the agent users run, the release build: the debug build spends
     // about 20 µs per span against 3, and on a loaded machine it fell behind a test's
     // thousands of requests a second until the ring buffer overflowed.
-    cmd::run(Command::new("cargo").current_dir(crate::root()).args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "spanhook",
-        "--bin",
-        "spanhook",
-    ]))?;
+    let spanhook = crate::release_agent()?;
     let mut test = Command::new("cargo");
     test.current_dir(crate::root())
         .args(["test", "--locked", "--no-fail-fast"])
-        .env("SPANHOOK_BIN", crate::target_dir().join("release/spanhook"))
+        .env("SPANHOOK_BIN", &spanhook)
         .env("SPANHOOK_FIXTURES", fixtures::out_dir())
         .env("SPANHOOK_OTELCOL", &otelcol)
         .env("SPANHOOK_GRPCURL", &grpcurl)

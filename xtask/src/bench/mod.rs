@@ -30,13 +30,12 @@ mod wrk;
 
 use std::{
     path::PathBuf,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cmd, collector, fixtures, setup};
+use crate::{collector, fixtures, setup};
 
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
@@ -137,13 +136,7 @@ pub fn run(args: &Args) -> Result<()> {
     };
     let otelcol = collector::ensure(&tools)?;
     eprintln!("bench: building spanhook (release)");
-    cmd::run(Command::new("cargo").current_dir(crate::root()).args([
-        "build",
-        "--release",
-        "-p",
-        "spanhook",
-    ]))?;
-    let spanhook = crate::target_dir().join("release/spanhook");
+    let spanhook = crate::release_agent()?;
     if args.only == ["scale"] {
         return scale::run(&spanhook, &fixture("bench-server")?, args.no_write);
     }
