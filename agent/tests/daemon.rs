@@ -50,7 +50,7 @@ fn stop(mut server: GoServer) -> u32 {
     pid
 }
 
-/// BPF links the daemon holds: one per attached uprobe and tracepoint.
+/// BPF links the daemon holds: its tracepoints' and those holding its uprobes.
 fn bpf_links(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
@@ -234,7 +234,7 @@ exclude:
     };
     node.wait_attached(early.pid());
     let rss_start = rss_kib(daemon_pid);
-    let tracepoints_only = bpf_links(daemon_pid) - uprobes_of(&node, early.pid());
+    let tracepoints_only = bpf_links(daemon_pid) - links_of(&node, early.pid());
     let ready = http_get(health_port, "/readyz");
     assert!(ready.starts_with("HTTP/1.0 200"), "{ready}");
     node.drive(&early, "checkout", 20);
@@ -477,7 +477,7 @@ fn thirty_go_and_rust_services_over_two_minutes() {
     let tracepoints_only = bpf_links(daemon_pid)
         - live
             .iter()
-            .map(|s| uprobes_of(&node, s.server.pid()))
+            .map(|s| links_of(&node, s.server.pid()))
             .sum::<usize>();
     let rss_start = rss_kib(daemon_pid);
     let mut rss_seen = vec![rss_start];
@@ -616,16 +616,17 @@ fn thirty_go_and_rust_services_over_two_minutes() {
     );
 }
 
-fn uprobes_of(node: &Node, pid: u32) -> usize {
+/// The BPF links holding `pid`'s uprobes, from the daemon's "attached" line.
+fn links_of(node: &Node, pid: u32) -> usize {
     let line = node
         .agent
         .stderr
         .wait_for(&format!("pid {pid} attached"), ATTACH_WAIT)
         .unwrap();
-    line.split(" uprobes")
+    line.split(" BPF links")
         .next()
         .and_then(|before| before.rsplit(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no uprobe count in {line:?}"))
+        .unwrap_or_else(|| panic!("no link count in {line:?}"))
 }
 
 fn spans_by_pid(spans: &[Span]) -> HashMap<i64, Vec<Span>> {

@@ -1,14 +1,14 @@
 //! Least privilege: the agent runs as an ordinary user holding only the capabilities it asks
-//! for (everything else dropped: no root uid, no CAP_DAC_OVERRIDE, no CAP_NET_ADMIN, empty
-//! bounding set), traces a Go service it may not even read without them, and when one is
-//! missing it stops before attaching anything, naming the capability and why it is needed.
+//! for (everything else dropped: no root uid, no CAP_DAC_OVERRIDE, no CAP_NET_ADMIN, no
+//! CAP_SYS_ADMIN, empty bounding set), traces a Go service it may not even read without them,
+//! and when one is missing it stops before attaching anything, naming the capability and why
+//! it is needed.
 //!
-//! On this kernel that set is CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH and
-//! CAP_SYS_ADMIN: Linux 6.16 (commit ba677dbe77af, also in the 6.x stable releases since July
-//! 2025) reverted CAP_PERFMON's access to uprobes created through perf_event_open, so without
-//! CAP_SYS_ADMIN the kernel refuses every uprobe. The test with the four capabilities alone
-//! asserts exactly that refusal and its message, and turns into a tracing test on kernels that
-//! still allow them.
+//! That set is CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, because uprobes
+//! are `uprobe_multi` links. Perf-event uprobes (`SPANHOOK_UPROBES=perf`, and kernels before
+//! 6.6) need CAP_SYS_ADMIN as well on kernels with Linux commit ba677dbe77af (6.16, and the 6.x
+//! stable releases since July 2025); the agent says so when it lacks it. Opt-in propagation
+//! (`--propagate`) asks for CAP_NET_ADMIN and nothing else.
 
 mod support;
 
@@ -29,8 +29,10 @@ use support::{
 
 /// The capabilities the README asks for.
 const DOCUMENTED: &[&str] = &["bpf", "perfmon", "sys_ptrace", "dac_read_search"];
-/// What creating uprobes needs on kernels with the 2025 revert, besides the documented four.
-const UPROBES: &str = "sys_admin";
+/// What perf-event uprobes need on kernels with the 2025 revert, besides the documented four.
+const PERF_UPROBES: &str = "sys_admin";
+/// What opt-in propagation needs besides the documented four.
+const PROPAGATION: &str = "net_admin";
 
 /// Capability bits, for reading `/proc/PID/status`.
 fn bit(cap: &str) -> u32 {
@@ -117,9 +119,15 @@ fn cap_eff(pid: u32) -> u64 {
 }
 
 /// Runs the agent with `caps` against `target`, drives traffic, and returns the spans.
-fn trace_with(caps: &[&str], target: &RootOnlyServer, out: &Path) -> Vec<support::otlp::Span> {
+/// `perf_uprobes`: perf-event uprobes instead of `uprobe_multi` links.
+fn trace_with(
+    caps: &[&str],
+    target: &RootOnlyServer,
+    out: &Path,
+    perf_uprobes: bool,
+) -> Vec<support::otlp::Span> {
     let offsets = uprobes::planned_offsets(&target.binary);
-    let mut agent = Agent::spawn_command(as_nobody_with(
+    let mut cmd = as_nobody_with(
         caps,
         &[
             "attach",
@@ -128,7 +136,11 @@ fn trace_with(caps: &[&str], target: &RootOnlyServer, out: &Path) -> Vec<support
             "--output-file",
             out.to_str().unwrap(),
         ],
-    ));
+    );
+    if perf_uprobes {
+        cmd.env("SPANHOOK_UPROBES", "perf");
+    }
+    let mut agent = Agent::spawn_command(cmd);
     if agent
         .stderr
         .wait_for("exporting to", Duration::from_secs(30))
@@ -184,23 +196,21 @@ fn trace_with(caps: &[&str], target: &RootOnlyServer, out: &Path) -> Vec<support
 }
 
 #[test]
-fn traces_as_nobody_with_only_the_capabilities_it_needs() {
+fn traces_as_nobody_with_only_the_four_documented_capabilities() {
     require_bpf();
     crypto();
     let target = RootOnlyServer::start("least-privilege");
-    let mut caps = DOCUMENTED.to_vec();
-    caps.push(UPROBES);
-    let spans = trace_with(&caps, &target, &target.dir.join("spans.jsonl"));
+    let spans = trace_with(DOCUMENTED, &target, &target.dir.join("spans.jsonl"), false);
     assert!(spans
         .iter()
         .any(|s| s.int("http.response.status_code") == Some(500)));
 }
 
 #[test]
-fn the_four_documented_capabilities_trace_or_the_kernel_refusal_names_cap_sys_admin() {
+fn perf_event_uprobes_trace_with_cap_sys_admin_and_name_it_without() {
     require_bpf();
     crypto();
-    let target = RootOnlyServer::start("documented-caps");
+    let target = RootOnlyServer::start("perf-uprobes");
     let offsets = uprobes::planned_offsets(&target.binary);
     let out = as_nobody_with(
         DOCUMENTED,
@@ -214,20 +224,24 @@ fn the_four_documented_capabilities_trace_or_the_kernel_refusal_names_cap_sys_ad
             "2",
         ],
     )
+    .env("SPANHOOK_UPROBES", "perf")
     .output()
     .expect("setpriv (util-linux)");
     let err = stderr_of(&out);
     uprobes::assert_clean(target.server.pid(), &target.binary, &offsets);
     if out.status.success() {
-        // A kernel that still lets CAP_PERFMON create uprobes: then the four are enough.
-        trace_with(DOCUMENTED, &target, &target.dir.join("spans.jsonl"));
-        return;
+        // A kernel without the 2025 revert still lets CAP_PERFMON create them.
+        println!("perf-event uprobes need no CAP_SYS_ADMIN on this kernel");
+    } else {
+        assert!(
+            err.contains("needs CAP_SYS_ADMIN on this kernel")
+                && err.contains("net/http.serverHandler.ServeHTTP"),
+            "{err}"
+        );
     }
-    assert!(
-        err.contains("needs CAP_SYS_ADMIN on this kernel")
-            && err.contains("net/http.serverHandler.ServeHTTP"),
-        "{err}"
-    );
+    let mut caps = DOCUMENTED.to_vec();
+    caps.push(PERF_UPROBES);
+    trace_with(&caps, &target, &target.dir.join("spans.jsonl"), true);
 }
 
 #[test]
@@ -282,10 +296,10 @@ fn each_missing_capability_is_named_and_nothing_is_attached() {
 }
 
 #[test]
-fn propagation_needs_nothing_beyond_what_tracing_has_here() {
+fn propagation_asks_for_cap_net_admin_and_nothing_else() {
     // --propagate loads sock_ops and sk_msg programs and creates a socket map, which the
-    // kernel allows with CAP_NET_ADMIN or CAP_SYS_ADMIN; the set tracing needs on this kernel
-    // holds CAP_SYS_ADMIN, so propagation works with it and CAP_NET_ADMIN is never asked for.
+    // kernel allows with CAP_NET_ADMIN (or CAP_SYS_ADMIN). Without it the agent refuses
+    // --propagate naming it, and attaches nothing; with it added to the four, it propagates.
     require_bpf();
     crypto();
     let fixture = go_fixture("httpchain", &newest_go("httpchain"), "stripped");
@@ -294,8 +308,31 @@ fn propagation_needs_nothing_beyond_what_tracing_has_here() {
     let dir = temp_dir("lp-propagate");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let out = dir.join("spans.jsonl");
+    let refused = as_nobody_with(
+        DOCUMENTED,
+        &[
+            "attach",
+            "--pid",
+            &upstream.pid().to_string(),
+            "--propagate",
+            "--output-file",
+            "/dev/null",
+            "--duration",
+            "2",
+        ],
+    )
+    .output()
+    .expect("setpriv (util-linux)");
+    let err = stderr_of(&refused);
+    assert!(
+        !refused.status.success(),
+        "--propagate ran without CAP_NET_ADMIN:\n{err}"
+    );
+    assert!(err.contains("CAP_NET_ADMIN"), "{err}");
+    let offsets = uprobes::planned_offsets(&fixture.path);
+    uprobes::assert_clean(upstream.pid(), &fixture.path, &offsets);
     let mut caps = DOCUMENTED.to_vec();
-    caps.push(UPROBES);
+    caps.push(PROPAGATION);
     let mut agent = Agent::spawn_command(as_nobody_with(
         &caps,
         &[

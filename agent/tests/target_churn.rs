@@ -8,7 +8,7 @@
 mod support;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -26,10 +26,19 @@ fn crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The BPF program and link ids `pid` holds descriptors of (the kernel's fdinfo).
-fn bpf_ids(pid: u32) -> (BTreeSet<u64>, BTreeSet<u64>) {
+/// A BPF link as the kernel's fdinfo shows it.
+#[derive(Clone, Copy, Debug)]
+struct LinkInfo {
+    /// The process a `uprobe_multi` link is limited to (perf-event links do not say).
+    pid: Option<u32>,
+    /// Uprobes the link holds: `uprobe_cnt` of a `uprobe_multi` link, 1 for a perf event.
+    uprobes: usize,
+}
+
+/// The BPF program ids and the links `pid` holds descriptors of (the kernel's fdinfo).
+fn bpf_ids(pid: u32) -> (BTreeSet<u64>, BTreeMap<u64, LinkInfo>) {
     let mut progs = BTreeSet::new();
-    let mut links = BTreeSet::new();
+    let mut links = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return (progs, links);
     };
@@ -37,16 +46,29 @@ fn bpf_ids(pid: u32) -> (BTreeSet<u64>, BTreeSet<u64>) {
         let Ok(info) = std::fs::read_to_string(entry.path()) else {
             continue;
         };
-        for line in info.lines() {
-            if let Some(id) = line.strip_prefix("prog_id:") {
-                progs.insert(id.trim().parse().unwrap());
-            }
-            if let Some(id) = line.strip_prefix("link_id:") {
-                links.insert(id.trim().parse().unwrap());
-            }
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        if let Some(id) = field("link_id:") {
+            links.insert(
+                id.parse().unwrap(),
+                LinkInfo {
+                    pid: field("pid:").and_then(|p| p.parse().ok()),
+                    uprobes: field("uprobe_cnt:").map_or(1, |n| n.parse().unwrap()),
+                },
+            );
+        }
+        if let Some(id) = field("prog_id:") {
+            progs.insert(id.parse().unwrap());
         }
     }
     (progs, links)
+}
+
+fn uprobes_in<'a>(links: impl IntoIterator<Item = &'a LinkInfo>) -> usize {
+    links.into_iter().map(|l| l.uprobes).sum()
 }
 
 /// Ids of every BPF object of `kind` (`prog` or `link`) loaded in the kernel, by bpftool.
@@ -123,7 +145,7 @@ fn a_restarted_target_with_the_same_pid_and_port_is_never_probed_and_nothing_is_
     uprobes::assert_probed(a_pid, &fixture.path, &offsets);
     uprobes::assert_probed(b.pid(), &fixture.path, &offsets);
     let (progs, links_before) = bpf_ids(agent_pid);
-    assert!(!progs.is_empty() && links_before.len() >= 2 * offsets.len());
+    assert!(!progs.is_empty() && uprobes_in(links_before.values()) >= 2 * offsets.len());
     send(&a.url(""), &[Req::get("/items/a-before")], 1);
     send(&b.url(""), &[Req::get("/items/b-before")], 1);
 
@@ -141,17 +163,31 @@ fn a_restarted_target_with_the_same_pid_and_port_is_never_probed_and_nothing_is_
     let start = Instant::now();
     let links_after = loop {
         let (_, links) = bpf_ids(agent_pid);
-        if links.len() + offsets.len() <= links_before.len()
+        if uprobes_in(links.values()) + offsets.len() <= uprobes_in(links_before.values())
             || start.elapsed() > Duration::from_secs(10)
         {
             break links;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    let released: Vec<&LinkInfo> = links_before
+        .iter()
+        .filter(|(id, _)| !links_after.contains_key(id))
+        .map(|(_, l)| l)
+        .collect();
+    assert!(
+        links_after.keys().all(|id| links_before.contains_key(id)),
+        "no link was made after A exited"
+    );
     assert_eq!(
-        links_before.len() - links_after.len(),
+        uprobes_in(released.iter().copied()),
         offsets.len(),
         "the links of the exited target's uprobes are released, and only those"
+    );
+    assert!(
+        released.iter().all(|l| l.pid.is_none_or(|p| p == a_pid))
+            && links_after.values().all(|l| l.pid != Some(a_pid)),
+        "released {released:?}, kept {links_after:?}"
     );
 
     // A is restarted from the same file, on the same port, and gets the same pid.
@@ -174,8 +210,8 @@ fn a_restarted_target_with_the_same_pid_and_port_is_never_probed_and_nothing_is_
     std::thread::sleep(Duration::from_millis(200));
     let leftover_progs: Vec<_> = kernel_ids("prog").intersection(&progs).copied().collect();
     let leftover_links: Vec<_> = kernel_ids("link")
-        .intersection(&links_before)
-        .copied()
+        .into_iter()
+        .filter(|id| links_before.contains_key(id))
         .collect();
     assert!(
         leftover_progs.is_empty(),

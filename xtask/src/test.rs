@@ -57,6 +57,21 @@ pub fn run(args: &Args) -> Result<()> {
         test.args(&args.cargo_args);
     }
     cmd::run(&mut test)?;
+    if args.cargo_args.is_empty() {
+        // The agent attaches `uprobe_multi` links where the kernel has them (6.6+) and
+        // perf-event uprobes elsewhere; this kernel has them, so the other path is forced here
+        // for the tests of attaching, detaching and a traced server.
+        let mut perf = Command::new("cargo");
+        perf.current_dir(crate::root())
+            .args(["test", "--locked", "--no-fail-fast"])
+            .args(["--test", "attach_lifecycle", "--test", "target_churn"])
+            .args(["--test", "go_http_server"])
+            .env("SPANHOOK_UPROBES", "perf")
+            .env("SPANHOOK_BIN", &spanhook)
+            .env("SPANHOOK_FIXTURES", fixtures::out_dir())
+            .env("SPANHOOK_OTELCOL", &otelcol);
+        cmd::run(&mut perf)?;
+    }
     // The deployment files with the real validators (Helm, Kubernetes schemas, hadolint,
     // systemd-analyze): seconds once their tools are installed.
     crate::deploy::run()?;

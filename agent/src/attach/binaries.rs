@@ -17,9 +17,7 @@ use std::{
     path::Path,
 };
 
-use aya::programs::uprobe::{UProbeLink, UProbeScope};
-
-use super::{drop_concurrently, uprobe_error, AttachError, AttachRequest, Probes};
+use super::{links::UprobeLinks, AttachError, AttachRequest, Probes};
 
 /// Which file an executable is: the same device and inode, unchanged since (size and
 /// modification time), so a binary replaced in place by a new release is a new file.
@@ -51,7 +49,7 @@ impl FileIdentity {
 
 /// The probes of one executable and the processes that use them.
 struct Binary {
-    links: Vec<UProbeLink>,
+    links: UprobeLinks,
     users: HashSet<u32>,
 }
 
@@ -96,12 +94,12 @@ impl SharedBinaries {
         })?;
         let first = !self.binaries.contains_key(&binary);
         if first {
-            match attach_all(probes, req, &shared) {
+            match probes.attach_sites(req, &shared, None) {
                 Ok(links) => {
                     tracing::debug!(
                         "{}: {} uprobes attached for every process of it",
                         req.binary.display(),
-                        links.len()
+                        links.uprobes()
                     );
                     self.binaries.insert(
                         binary,
@@ -121,7 +119,7 @@ impl SharedBinaries {
         entry.users.insert(pid);
         self.pids.insert(pid, binary);
         Ok(SharedAttach {
-            shared: entry.links.len(),
+            shared: entry.links.uprobes(),
             first,
         })
     }
@@ -142,9 +140,7 @@ impl SharedBinaries {
             return 0;
         }
         let binary = self.binaries.remove(&id).expect("present above");
-        let n = binary.links.len();
-        drop_concurrently(binary.links);
-        n
+        binary.links.uprobes()
     }
 
     /// Uprobes on `pid`'s executable (shared) plus its own.
@@ -153,8 +149,18 @@ impl SharedBinaries {
             .pids
             .get(&pid)
             .and_then(|id| self.binaries.get(id))
-            .map_or(0, |b| b.links.len());
+            .map_or(0, |b| b.links.uprobes());
         shared + probes.uprobe_count(pid)
+    }
+
+    /// Kernel links holding the uprobes of [`Self::uprobe_count`].
+    pub fn link_count(&self, probes: &Probes, pid: u32) -> usize {
+        let shared = self
+            .pids
+            .get(&pid)
+            .and_then(|id| self.binaries.get(id))
+            .map_or(0, |b| b.links.links());
+        shared + probes.link_count(pid)
     }
 
     /// Whether a traced process runs the file `id`.
@@ -169,34 +175,8 @@ impl SharedBinaries {
 
     /// Uprobes attached on executables, all binaries together.
     pub fn shared_uprobes(&self) -> usize {
-        self.binaries.values().map(|b| b.links.len()).sum()
+        self.binaries.values().map(|b| b.links.uprobes()).sum()
     }
-}
-
-/// Attaches `sites` of the executable for all processes; on failure detaches what was done.
-fn attach_all(
-    probes: &mut Probes,
-    req: &AttachRequest,
-    sites: &[super::UprobeSite],
-) -> Result<Vec<UProbeLink>, AttachError> {
-    let mut links = Vec::with_capacity(sites.len());
-    for site in sites {
-        let result = probes.program(site.program).and_then(|prog| {
-            let id = prog
-                .attach(site.offset, &req.binary, UProbeScope::AllProcesses)
-                .map_err(|source| uprobe_error(req, site, &req.binary, source))?;
-            prog.take_link(id)
-                .map_err(|source| uprobe_error(req, site, &req.binary, source))
-        });
-        match result {
-            Ok(link) => links.push(link),
-            Err(e) => {
-                drop_concurrently(links);
-                return Err(e);
-            }
-        }
-    }
-    Ok(links)
 }
 
 #[cfg(test)]

@@ -2,7 +2,10 @@
 
 use aya::{Ebpf, EbpfError};
 
-use super::features;
+use super::{features, uprobe_multi::MultiPrograms};
+
+/// A loader's error, whichever loader it came from.
+type Source = Box<dyn std::error::Error + Send + Sync>;
 
 /// The probes object compiled by build.rs (empty when built without the eBPF toolchain).
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/spanhook-probes"));
@@ -20,7 +23,7 @@ pub enum LoadError {
         missing: String,
         /// The loader's error.
         #[source]
-        source: Box<EbpfError>,
+        source: Source,
     },
     /// The kernel lacks what the programs need (see `kernel_check`), found before loading.
     #[error("this kernel cannot run spanhook's eBPF programs: {0}")]
@@ -30,7 +33,7 @@ pub enum LoadError {
     Kernel {
         /// The loader's error, with the verifier log when there is one.
         #[source]
-        source: Box<EbpfError>,
+        source: Source,
     },
 }
 
@@ -80,23 +83,44 @@ fn without_socket_map(object: &[u8]) -> Option<Vec<u8>> {
     Some(patched)
 }
 
+/// The programs in the kernel: aya's, and the uprobe programs loaded for `uprobe_multi`
+/// links when those are used.
+pub struct Loaded {
+    /// Every program and map of the object, as aya loaded them.
+    pub ebpf: Ebpf,
+    /// The uprobe programs loaded for `uprobe_multi` links; `None` when uprobes are aya's
+    /// perf-event uprobes (then aya loaded them).
+    pub multi: Option<MultiPrograms>,
+}
+
+/// Whether uprobes are `uprobe_multi` links: where the kernel has them (6.6+), unless
+/// `SPANHOOK_UPROBES=perf` asks for perf-event uprobes (to compare the two, or to work around
+/// a kernel whose `uprobe_multi` misbehaves).
+fn use_uprobe_multi() -> bool {
+    match std::env::var("SPANHOOK_UPROBES").as_deref() {
+        Ok("perf") => false,
+        _ => super::uprobe_multi::supported(),
+    }
+}
+
+/// A load error: the missing capabilities when there are any, else the kernel's refusal.
+fn classify(source: Source) -> LoadError {
+    let missing = features::missing_capabilities();
+    if missing.is_empty() {
+        LoadError::Kernel { source }
+    } else {
+        LoadError::Privileges {
+            missing: missing.join(", "),
+            source,
+        }
+    }
+}
+
 /// Loads and verifies every program; attaching comes later.
-pub fn load() -> Result<Ebpf, LoadError> {
+pub fn load() -> Result<Loaded, LoadError> {
     if PROBES.is_empty() {
         return Err(LoadError::NotEmbedded);
     }
-    let classify = |source: EbpfError| {
-        let missing = features::missing_capabilities();
-        let source = Box::new(source);
-        if missing.is_empty() {
-            LoadError::Kernel { source }
-        } else {
-            LoadError::Privileges {
-                missing: missing.join(", "),
-                source,
-            }
-        }
-    };
     let mut loader = aya::EbpfLoader::new();
     let placeholder;
     let object = match without_socket_map(PROBES) {
@@ -107,19 +131,28 @@ pub fn load() -> Result<Ebpf, LoadError> {
         }
         None => PROBES,
     };
-    let mut ebpf = loader.load(object).map_err(classify)?;
+    let mut ebpf = loader.load(object).map_err(|e| classify(Box::new(e)))?;
+    if use_uprobe_multi() {
+        let multi = MultiPrograms::load(object, &ebpf).map_err(|e| classify(Box::new(e)))?;
+        tracing::debug!("uprobes are uprobe_multi links");
+        return Ok(Loaded {
+            ebpf,
+            multi: Some(multi),
+        });
+    }
     let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
     for name in names {
         let program = ebpf.program_mut(&name).expect("listed above");
         let prog: &mut aya::programs::UProbe = match program.try_into() {
             Ok(p) => p,
-            // Only uprobes exist today; other kinds load where they are attached.
+            // Other kinds load where they are attached.
             Err(_) => continue,
         };
         prog.load()
-            .map_err(|e| classify(EbpfError::ProgramError(e)))?;
+            .map_err(|e| classify(Box::new(EbpfError::ProgramError(e))))?;
     }
-    Ok(ebpf)
+    tracing::debug!("uprobes are perf-event uprobes");
+    Ok(Loaded { ebpf, multi: None })
 }
 
 /// What the kernel's verifier reports for one loaded program.
@@ -142,22 +175,12 @@ pub struct VerifiedProgram {
 /// The programs are unloaded when this returns.
 pub fn load_every_program() -> Result<Vec<VerifiedProgram>, LoadError> {
     use aya::programs::Program;
-    let mut ebpf = load()?;
-    let classify = |e: aya::programs::ProgramError| {
-        let missing = features::missing_capabilities();
-        let source = Box::new(EbpfError::ProgramError(e));
-        if missing.is_empty() {
-            LoadError::Kernel { source }
-        } else {
-            LoadError::Privileges {
-                missing: missing.join(", "),
-                source,
-            }
-        }
-    };
+    let Loaded { mut ebpf, multi } = load()?;
+    let classify = |e: aya::programs::ProgramError| classify(Box::new(EbpfError::ProgramError(e)));
     let mut out = Vec::new();
     for (name, program) in ebpf.programs_mut() {
         let kind = match program {
+            Program::UProbe(_) if multi.is_some() => continue,
             Program::UProbe(_) => "uprobe",
             Program::TracePoint(p) => {
                 p.load().map_err(classify)?;
@@ -180,6 +203,18 @@ pub fn load_every_program() -> Result<Vec<VerifiedProgram>, LoadError> {
             verified_insns: info.verified_instruction_count(),
             xlated_bytes: info.size_translated(),
             jited_bytes: Some(info.size_jitted()).filter(|&n| n > 0),
+        });
+    }
+    for (name, stats) in multi.iter().flat_map(MultiPrograms::stats) {
+        let stats = stats.map_err(|e| LoadError::Kernel {
+            source: format!("reading {name}'s verifier figures: {e}").into(),
+        })?;
+        out.push(VerifiedProgram {
+            name,
+            kind: "uprobe",
+            verified_insns: Some(stats.verified_insns).filter(|&n| n > 0),
+            xlated_bytes: Some(stats.xlated_bytes),
+            jited_bytes: Some(stats.jited_bytes).filter(|&n| n > 0),
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));

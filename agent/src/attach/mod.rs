@@ -9,16 +9,22 @@ pub mod binaries;
 pub mod features;
 pub mod kernel_check;
 pub mod lifecycle;
+pub mod links;
 pub mod loader;
 pub mod propagate;
 pub mod ringbuf;
 pub mod socket;
+pub mod uprobe_multi;
 
-use std::{collections::HashMap, num::NonZeroU32, path::PathBuf};
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{uprobe::UProbeLinkId, UProbe},
+    programs::{uprobe::UProbeScope, UProbe},
     Ebpf,
 };
 use spanhook_common::{
@@ -27,6 +33,7 @@ use spanhook_common::{
 };
 
 pub use lifecycle::LifecycleError;
+use links::{UprobeLink, UprobeLinks};
 pub use loader::LoadError;
 pub use propagate::{PropagationError, PropagationReport};
 pub use ringbuf::EventReader;
@@ -88,10 +95,10 @@ pub enum AttachError {
         offset: u64,
         /// Cause.
         #[source]
-        source: Box<aya::programs::ProgramError>,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The kernel refused to create a uprobe for lack of a capability.
-    #[error("cannot attach {label} for pid {pid}: the kernel refused to create the uprobe ({source}); creating uprobes through perf_event_open needs CAP_SYS_ADMIN on this kernel (Linux reverted CAP_PERFMON's access to uprobes in 6.16, also in the 6.x stable releases), which this process lacks")]
+    #[error("cannot attach {label} for pid {pid}: the kernel refused to create the uprobe ({source}); creating uprobes through perf_event_open needs CAP_SYS_ADMIN on this kernel (Linux reverted CAP_PERFMON's access to them in 6.16, also in the stable releases since July 2025), which this process lacks; uprobe_multi links (Linux 6.6+, used unless SPANHOOK_UPROBES=perf) need only CAP_BPF and CAP_PERFMON")]
     UprobeNeedsSysAdmin {
         /// The process.
         pid: u32,
@@ -99,7 +106,7 @@ pub enum AttachError {
         label: String,
         /// Cause.
         #[source]
-        source: Box<aya::programs::ProgramError>,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The process is already traced.
     #[error("pid {0} is already attached")]
@@ -112,7 +119,9 @@ pub enum AttachError {
 /// Loaded programs and the uprobes attached for each process.
 pub struct Probes {
     ebpf: Ebpf,
-    links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// The uprobe programs loaded for `uprobe_multi` links, when uprobes are those.
+    multi: Option<uprobe_multi::MultiPrograms>,
+    links: HashMap<u32, UprobeLinks>,
     /// Whether the propagation programs are loaded and attached.
     propagation: bool,
 }
@@ -121,8 +130,10 @@ impl Probes {
     /// Loads the embedded programs into the kernel.
     pub fn load() -> Result<Self, LoadError> {
         kernel_check::check_at_start().map_err(LoadError::UnsupportedKernel)?;
+        let loader::Loaded { ebpf, multi } = loader::load()?;
         Ok(Self {
-            ebpf: loader::load()?,
+            ebpf,
+            multi,
             links: HashMap::new(),
             propagation: false,
         })
@@ -160,44 +171,96 @@ impl Probes {
                 name: "TARGETS",
                 source,
             })?;
-        let mut done: Vec<(&'static str, UProbeLinkId)> = Vec::new();
-        for site in &req.sites {
-            let result = self.program(site.program).and_then(|prog| {
-                let binary = site.binary.as_ref().unwrap_or(&req.binary);
-                prog.attach(
-                    site.offset,
-                    binary,
-                    aya::programs::uprobe::UProbeScope::OneProcess(pid),
-                )
-                .map_err(|source| uprobe_error(req, site, binary, source))
-            });
-            match result {
-                Ok(link) => done.push((site.program, link)),
+        match self.attach_sites(req, &req.sites, Some(pid)) {
+            Ok(links) => {
+                self.links.insert(req.pid, links);
+                Ok(())
+            }
+            Err(e) => {
+                self.detach(req.pid);
+                Err(e)
+            }
+        }
+    }
+
+    /// Attaches `sites` of `req` for `pid` only, or (None) for every process that runs the
+    /// file; on failure nothing of them stays attached.
+    fn attach_sites(
+        &mut self,
+        req: &AttachRequest,
+        sites: &[UprobeSite],
+        pid: Option<NonZeroU32>,
+    ) -> Result<UprobeLinks, AttachError> {
+        if self.multi.is_some() {
+            return self.attach_multi(req, sites, pid);
+        }
+        let scope = pid.map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+        let mut links = UprobeLinks::default();
+        for site in sites {
+            let binary = site.binary.as_ref().unwrap_or(&req.binary);
+            let prog = self.program(site.program)?;
+            let link = prog
+                .attach(site.offset, binary, scope)
+                .and_then(|id| prog.take_link(id))
+                .map_err(|source| uprobe_error(req, site, binary, Box::new(source), true))?;
+            links.push(UprobeLink::Perf(link), 1);
+        }
+        Ok(links)
+    }
+
+    /// One `uprobe_multi` link per program and file, holding all its offsets.
+    fn attach_multi(
+        &self,
+        req: &AttachRequest,
+        sites: &[UprobeSite],
+        pid: Option<NonZeroU32>,
+    ) -> Result<UprobeLinks, AttachError> {
+        let multi = self.multi.as_ref().expect("checked by the caller");
+        let mut groups: Vec<((&'static str, &Path), Vec<&UprobeSite>)> = Vec::new();
+        for site in sites {
+            if !multi.contains(site.program) {
+                return Err(AttachError::MissingProgram(site.program));
+            }
+            let key = (site.program, site.binary.as_deref().unwrap_or(&req.binary));
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, group)) => group.push(site),
+                None => groups.push((key, vec![site])),
+            }
+        }
+        let mut links = UprobeLinks::default();
+        for ((program, binary), group) in groups {
+            let offsets: Vec<u64> = group.iter().map(|s| s.offset).collect();
+            match multi.attach(program, binary, &offsets, pid) {
+                Ok(fd) => links.push(UprobeLink::Multi(fd), offsets.len()),
                 Err(e) => {
-                    self.links.insert(req.pid, done);
-                    self.detach(req.pid);
-                    return Err(e);
+                    // Name the offset the kernel refused: try each alone.
+                    let culprit = group
+                        .iter()
+                        .find_map(|s| {
+                            multi
+                                .attach(program, binary, &[s.offset], pid)
+                                .err()
+                                .map(|e| (*s, e))
+                        })
+                        .unwrap_or((group[0], e));
+                    let (site, source) = culprit;
+                    return Err(uprobe_error(req, site, binary, Box::new(source), false));
                 }
             }
         }
-        self.links.insert(req.pid, done);
-        Ok(())
+        Ok(links)
     }
 
     /// Detaches every uprobe of `pid` and forgets its configuration and in-flight state.
     pub fn detach(&mut self, pid: u32) {
         if let Some(links) = self.links.remove(&pid) {
-            let mut owned = Vec::with_capacity(links.len());
-            for (program, link) in links {
-                match self.program(program).map(|prog| prog.take_link(link)) {
-                    Ok(Ok(link)) => owned.push(link),
-                    Ok(Err(e)) => tracing::warn!("detaching {program} from pid {pid}: {e}"),
-                    Err(e) => tracing::warn!("detaching {program} from pid {pid}: {e}"),
-                }
-            }
             let started = std::time::Instant::now();
-            drop_concurrently(owned);
-            tracing::debug!("pid {pid}: uprobes closed in {:?}", started.elapsed());
+            let n = links.links();
+            drop(links);
+            tracing::debug!(
+                "pid {pid}: {n} uprobe links closed in {:?}",
+                started.elapsed()
+            );
         }
         if let Ok(mut targets) = self.targets() {
             let _ = targets.remove(&pid);
@@ -251,7 +314,13 @@ impl Probes {
 
     /// Number of uprobes attached for `pid`.
     pub fn uprobe_count(&self, pid: u32) -> usize {
-        self.links.get(&pid).map_or(0, Vec::len)
+        self.links.get(&pid).map_or(0, UprobeLinks::uprobes)
+    }
+
+    /// Number of kernel links holding `pid`'s uprobes (one per uprobe for perf-event
+    /// uprobes, one per program and file for `uprobe_multi` links).
+    pub fn link_count(&self, pid: u32) -> usize {
+        self.links.get(&pid).map_or(0, UprobeLinks::links)
     }
 
     /// Takes the event ring buffer; call once.
@@ -294,18 +363,19 @@ impl Probes {
 }
 
 /// The error for a uprobe the kernel refused at `site` of `binary`, naming the missing
-/// capability when that is the reason.
+/// capability when that is the reason (perf-event uprobes only need CAP_SYS_ADMIN).
 fn uprobe_error(
     req: &AttachRequest,
     site: &UprobeSite,
     binary: &std::path::Path,
-    source: aya::programs::ProgramError,
+    source: Box<dyn std::error::Error + Send + Sync>,
+    perf_event: bool,
 ) -> AttachError {
-    if permission_denied(&source) && !features::has_sys_admin() {
+    if perf_event && permission_denied(source.as_ref()) && !features::has_sys_admin() {
         return AttachError::UprobeNeedsSysAdmin {
             pid: req.pid,
             label: site.label.clone(),
-            source: Box::new(source),
+            source,
         };
     }
     AttachError::Uprobe {
@@ -313,7 +383,7 @@ fn uprobe_error(
         binary: binary.to_path_buf(),
         label: site.label.clone(),
         offset: site.offset,
-        source: Box::new(source),
+        source,
     }
 }
 
@@ -329,24 +399,6 @@ fn permission_denied(e: &(dyn std::error::Error + 'static)) -> bool {
         cur = err.source();
     }
     false
-}
-
-/// Closes uprobe links from several threads. Each close waits on the kernel's uprobe
-/// unregistration (about 80-100 ms per probe here) and the kernel serialises most of it; in
-/// parallel the waits overlap somewhat: 19 probes took 1.6 s instead of 2.0 s (3 runs each).
-fn drop_concurrently(links: Vec<aya::programs::uprobe::UProbeLink>) {
-    const THREADS: usize = 32;
-    if links.len() <= 1 {
-        return;
-    }
-    let per_thread = links.len().div_ceil(THREADS);
-    let mut links = links;
-    std::thread::scope(|scope| {
-        while !links.is_empty() {
-            let chunk: Vec<_> = links.drain(..per_thread.min(links.len())).collect();
-            scope.spawn(move || drop(chunk));
-        }
-    });
 }
 
 impl Drop for Probes {

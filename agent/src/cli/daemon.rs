@@ -332,9 +332,10 @@ impl Daemon {
             }
         }
         tracing::info!(
-            "pid {pid} attached (selector {selector}, service {}, {} uprobes{}{}) in {} ms",
+            "pid {pid} attached (selector {selector}, service {}, {} uprobes in {} BPF links{}{}) in {} ms",
             resource.service_name,
             self.shared.uprobe_count(&self.probes, pid),
+            self.shared.link_count(&self.probes, pid),
             match shared {
                 Some(s) if !s.first => " shared with its binary's other processes",
                 _ => "",

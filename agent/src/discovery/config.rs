@@ -24,7 +24,7 @@ pub struct DaemonConfig {
     /// no endpoint is set here or on the command line).
     #[serde(default)]
     pub export: ExportConfig,
-    /// Write `traceparent` into outgoing requests (needs CAP_NET_ADMIN and CAP_SYS_ADMIN).
+    /// Write `traceparent` into outgoing requests (needs CAP_NET_ADMIN).
     #[serde(default)]
     pub propagate: bool,
     /// `auto`, `symbols` or `sockets`, as `attach --capture`.
