@@ -2,8 +2,10 @@
 //! probe, with bare tracefs uprobes on its entry and RETs (what any tool attaches to "the
 //! function"), with bare uprobes at the sites spanhook picks (the entry probe moved to the
 //! first prologue instruction the kernel emulates, see `spanhook::inspect::entry`), and with
-//! spanhook's HTTP server programs at those sites (`spanhook probe-cost`). The loop runs inside a real request's
-//! handler and passes that request to the function, so spanhook's programs do their real work.
+//! spanhook's HTTP server programs at those sites (`spanhook probe-cost`), attached as
+//! `uprobe_multi` links (the default) and as perf-event uprobes. The loop runs inside a real
+//! request's handler and passes that request to the function, so spanhook's programs do their
+//! real work.
 
 use std::{
     io::Write,
@@ -44,8 +46,10 @@ pub struct HitCost {
     pub bare_ns: f64,
     /// With bare uprobes at spanhook's sites.
     pub bare_sites_ns: f64,
-    /// With spanhook's programs.
+    /// With spanhook's programs (`uprobe_multi` links).
     pub ours_ns: f64,
+    /// With spanhook's programs as perf-event uprobes (`SPANHOOK_UPROBES=perf`).
+    pub ours_perf_ns: f64,
     /// Every run, per mode, for the report.
     pub runs: Vec<(&'static str, Vec<f64>)>,
     /// Average run time of spanhook's entry and return programs (ns), from BPF statistics.
@@ -68,6 +72,11 @@ impl HitCost {
     /// Cost of one hit with spanhook's program (ns).
     pub fn ours_hit(&self) -> f64 {
         (self.ours_ns - self.none_ns) / self.hits_per_call
+    }
+
+    /// Cost of one hit with spanhook's program as a perf-event uprobe (ns).
+    pub fn ours_perf_hit(&self) -> f64 {
+        (self.ours_perf_ns - self.none_ns) / self.hits_per_call
     }
 
     /// Our cost ÷ the bare probe's on the same function.
@@ -144,8 +153,12 @@ struct Ours {
 }
 
 impl Ours {
-    fn attach(spanhook: &Path, pid: u32) -> Result<Ours> {
+    /// `perf_event`: perf-event uprobes instead of `uprobe_multi` links.
+    fn attach(spanhook: &Path, pid: u32, perf_event: bool) -> Result<Ours> {
         let mut cmd = Command::new(spanhook);
+        if perf_event {
+            cmd.env("SPANHOOK_UPROBES", "perf");
+        }
         cmd.args([
             "probe-cost",
             "--pid",
@@ -173,7 +186,7 @@ impl Ours {
 }
 
 /// Runs the section: `rounds` rounds of (none, bare on the function, bare at spanhook's sites,
-/// spanhook), rotated, medians reported.
+/// spanhook, spanhook with perf-event uprobes), rotated, medians reported.
 pub fn run(spanhook: &Path, binary: &Path, rounds: usize, cpu: Option<usize>) -> Result<HitCost> {
     let (sites, our_sites, entry_site) = sites(binary, FUNCTION)?;
     let mut lp = Loop::start(binary, cpu)?;
@@ -184,7 +197,7 @@ pub fn run(spanhook: &Path, binary: &Path, rounds: usize, cpu: Option<usize>) ->
     // two clock reads to every program run, which the timed runs must not pay.
     let (hits_per_call, prog_ns, events_per_call) = {
         let _stats = BpfStats::enable()?;
-        let ours = Ours::attach(spanhook, lp.proc.pid())?;
+        let ours = Ours::attach(spanhook, lp.proc.pid(), false)?;
         let before = machine::programs_of(ours.proc.pid())?;
         lp.run(CALLS)?;
         let after = machine::programs_of(ours.proc.pid())?;
@@ -213,9 +226,10 @@ pub fn run(spanhook: &Path, binary: &Path, rounds: usize, cpu: Option<usize>) ->
     let mut bare = Vec::new();
     let mut bare_sites = Vec::new();
     let mut ours = Vec::new();
+    let mut ours_perf = Vec::new();
     for round in 0..rounds {
-        for step in 0..4 {
-            match (round + step) % 4 {
+        for step in 0..5 {
+            match (round + step) % 5 {
                 0 => none.push(lp.run(CALLS)?),
                 1 => {
                     let probes = BareProbes::attach(binary, &sites)?;
@@ -227,9 +241,14 @@ pub fn run(spanhook: &Path, binary: &Path, rounds: usize, cpu: Option<usize>) ->
                     bare_sites.push(lp.run(CALLS)?);
                     drop(probes);
                 }
-                _ => {
-                    let attached = Ours::attach(spanhook, lp.proc.pid())?;
+                3 => {
+                    let attached = Ours::attach(spanhook, lp.proc.pid(), false)?;
                     ours.push(lp.run(CALLS)?);
+                    attached.finish()?;
+                }
+                _ => {
+                    let attached = Ours::attach(spanhook, lp.proc.pid(), true)?;
+                    ours_perf.push(lp.run(CALLS)?);
                     attached.finish()?;
                 }
             }
@@ -243,11 +262,13 @@ pub fn run(spanhook: &Path, binary: &Path, rounds: usize, cpu: Option<usize>) ->
         bare_ns: median(&bare),
         bare_sites_ns: median(&bare_sites),
         ours_ns: median(&ours),
+        ours_perf_ns: median(&ours_perf),
         runs: vec![
             ("no probe", none),
             ("bare uprobe on the function", bare),
             ("bare uprobe at spanhook's sites", bare_sites),
             ("spanhook", ours),
+            ("spanhook, perf-event uprobes", ours_perf),
         ],
         prog_ns,
         events_per_call,

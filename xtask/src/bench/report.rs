@@ -281,11 +281,19 @@ pub fn markdown(r: &Results) -> String {
         );
         let _ = writeln!(
             m,
-            "| spanhook's programs | {:.0} | {} | **{:.3}** | {:.3} |",
+            "| spanhook's programs (`uprobe_multi` links, the default) | {:.0} | {} | **{:.3}** | {:.3} |",
             h.ours_ns,
             ns(h.ours_hit()),
             h.ratio(),
             h.program_ratio()
+        );
+        let _ = writeln!(
+            m,
+            "| spanhook's programs as perf-event uprobes (`SPANHOOK_UPROBES=perf`; kernels before 6.6) | {:.0} | {} | {:.3} | {:.3} |",
+            h.ours_perf_ns,
+            ns(h.ours_perf_hit()),
+            h.ours_perf_hit() / h.bare_hit(),
+            h.ours_perf_hit() / h.bare_sites_hit()
         );
         let _ = writeln!(m);
         let progs: Vec<String> = h
@@ -575,6 +583,7 @@ fn plots(r: &Results, docs: &std::path::Path) -> Result<()> {
                     ("bare uprobe on the function".into(), h.bare_hit()),
                     ("bare uprobe at spanhook's sites".into(), h.bare_sites_hit()),
                     ("spanhook".into(), h.ours_hit()),
+                    ("spanhook, perf-event uprobes".into(), h.ours_perf_hit()),
                 ],
             }],
             None,
