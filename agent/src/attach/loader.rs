@@ -1,6 +1,6 @@
 //! Loading the programs embedded in the binary at build time.
 
-use aya::{Ebpf, EbpfError};
+use aya::{Btf, Ebpf, EbpfError};
 
 use super::{features, uprobe_multi::MultiPrograms};
 
@@ -116,12 +116,31 @@ fn classify(source: Source) -> LoadError {
     }
 }
 
+/// glibc raises its mmap threshold to the size of each large block freed, up to 32 MiB, so
+/// after the loader frees its first BTF the next parse's tables land in the heap, where freed
+/// memory stays resident. A fixed threshold keeps blocks of 1 MiB and more (BTF tables) in
+/// mappings that are given back, and smaller ones (export batches) in the heap.
+fn keep_large_allocations_out_of_the_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes the allocator's tuning.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+    }
+}
+
 /// Loads and verifies every program; attaching comes later.
 pub fn load() -> Result<Loaded, LoadError> {
     if PROBES.is_empty() {
         return Err(LoadError::NotEmbedded);
     }
+    // aya's loader parses the kernel's BTF when created; that copy is dropped and one parse
+    // serves aya's relocations and the uprobe_multi programs'. A parse holds about 20 MB: two
+    // at once made the agent's peak RSS 52 MB instead of 28.
+    keep_large_allocations_out_of_the_heap();
     let mut loader = aya::EbpfLoader::new();
+    loader.btf(None);
+    let kernel_btf = Btf::from_sys_fs().ok();
+    loader.btf(kernel_btf.as_ref());
     let placeholder;
     let object = match without_socket_map(PROBES) {
         Some(patched) => {
@@ -132,13 +151,23 @@ pub fn load() -> Result<Loaded, LoadError> {
         None => PROBES,
     };
     let mut ebpf = loader.load(object).map_err(|e| classify(Box::new(e)))?;
+    drop(loader);
     if use_uprobe_multi() {
-        let multi = MultiPrograms::load(object, &ebpf).map_err(|e| classify(Box::new(e)))?;
-        tracing::debug!("uprobes are uprobe_multi links");
-        return Ok(Loaded {
-            ebpf,
-            multi: Some(multi),
-        });
+        match MultiPrograms::load(object, &ebpf, kernel_btf.as_ref()) {
+            Ok(multi) => {
+                tracing::debug!("uprobes are uprobe_multi links");
+                return Ok(Loaded {
+                    ebpf,
+                    multi: Some(multi),
+                });
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
+                return Err(classify(Box::new(e)));
+            }
+            // The kernel has the links but refused these programs for them (a verifier that
+            // judges the attach type differently, say): perf-event uprobes still trace.
+            Err(e) => tracing::warn!("{e}; using perf-event uprobes instead"),
+        }
     }
     let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
     for name in names {

@@ -218,8 +218,13 @@ fn map_fd(map: &Map) -> RawFd {
 
 impl MultiPrograms {
     /// Loads every `uprobe`/`uretprobe` program of `object` (the bytes `ebpf` was loaded
-    /// from) for `uprobe_multi` links, using the maps `ebpf` created.
-    pub fn load(object: &[u8], ebpf: &Ebpf) -> Result<Self, MultiLoadError> {
+    /// from) for `uprobe_multi` links, using the maps `ebpf` created and relocated against
+    /// `kernel_btf` (the running kernel's, as for `ebpf`).
+    pub fn load(
+        object: &[u8],
+        ebpf: &Ebpf,
+        kernel_btf: Option<&Btf>,
+    ) -> Result<Self, MultiLoadError> {
         let obj_err = |e: &dyn std::fmt::Display| MultiLoadError::Object(e.to_string());
         let mut obj = Object::parse(object).map_err(|e| obj_err(&e))?;
         let features = aya::features();
@@ -233,8 +238,8 @@ impl MultiPrograms {
             },
             None => None,
         };
-        if let Ok(kernel_btf) = Btf::from_sys_fs() {
-            obj.relocate_btf(&kernel_btf).map_err(|e| obj_err(&e))?;
+        if let Some(kernel_btf) = kernel_btf {
+            obj.relocate_btf(kernel_btf).map_err(|e| obj_err(&e))?;
         }
         let text_sections: HashSet<usize> = obj.functions.keys().map(|(s, _)| *s).collect();
         let maps = std::mem::take(&mut obj.maps);
