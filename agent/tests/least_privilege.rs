@@ -70,6 +70,15 @@ fn as_nobody_with(caps: &[&str], args: &[&str]) -> Command {
     cmd
 }
 
+/// `spanhook attach --pid PID EXTRA… --output-file /dev/null --duration 2` as nobody with
+/// exactly `caps`: for runs that must be refused, or end by themselves.
+fn attach_briefly(caps: &[&str], pid: &str, extra: &[&str]) -> Command {
+    let mut args = vec!["attach", "--pid", pid];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--output-file", "/dev/null", "--duration", "2"]);
+    as_nobody_with(caps, &args)
+}
+
 /// A Go server started by root from a copy of the fixture that only root may read (mode
 /// 0700), so reading it takes CAP_DAC_READ_SEARCH and reading the process CAP_SYS_PTRACE.
 struct RootOnlyServer {
@@ -212,21 +221,10 @@ fn perf_event_uprobes_trace_with_cap_sys_admin_and_name_it_without() {
     crypto();
     let target = RootOnlyServer::start("perf-uprobes");
     let offsets = uprobes::planned_offsets(&target.binary);
-    let out = as_nobody_with(
-        DOCUMENTED,
-        &[
-            "attach",
-            "--pid",
-            &target.pid(),
-            "--output-file",
-            "/dev/null",
-            "--duration",
-            "2",
-        ],
-    )
-    .env("SPANHOOK_UPROBES", "perf")
-    .output()
-    .expect("setpriv (util-linux)");
+    let out = attach_briefly(DOCUMENTED, &target.pid(), &[])
+        .env("SPANHOOK_UPROBES", "perf")
+        .output()
+        .expect("setpriv (util-linux)");
     let err = stderr_of(&out);
     uprobes::assert_clean(target.server.pid(), &target.binary, &offsets);
     if out.status.success() {
@@ -259,20 +257,9 @@ fn each_missing_capability_is_named_and_nothing_is_attached() {
     let mut report = Vec::new();
     for (drop, name) in why {
         let caps: Vec<&str> = DOCUMENTED.iter().copied().filter(|c| *c != drop).collect();
-        let out = as_nobody_with(
-            &caps,
-            &[
-                "attach",
-                "--pid",
-                &target.pid(),
-                "--output-file",
-                "/dev/null",
-                "--duration",
-                "2",
-            ],
-        )
-        .output()
-        .expect("setpriv (util-linux)");
+        let out = attach_briefly(&caps, &target.pid(), &[])
+            .output()
+            .expect("setpriv (util-linux)");
         let err = stderr_of(&out);
         uprobes::assert_clean(target.server.pid(), &target.binary, &offsets);
         assert!(
@@ -308,21 +295,9 @@ fn propagation_asks_for_cap_net_admin_and_nothing_else() {
     let dir = temp_dir("lp-propagate");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let out = dir.join("spans.jsonl");
-    let refused = as_nobody_with(
-        DOCUMENTED,
-        &[
-            "attach",
-            "--pid",
-            &upstream.pid().to_string(),
-            "--propagate",
-            "--output-file",
-            "/dev/null",
-            "--duration",
-            "2",
-        ],
-    )
-    .output()
-    .expect("setpriv (util-linux)");
+    let refused = attach_briefly(DOCUMENTED, &upstream.pid().to_string(), &["--propagate"])
+        .output()
+        .expect("setpriv (util-linux)");
     let err = stderr_of(&refused);
     assert!(
         !refused.status.success(),
