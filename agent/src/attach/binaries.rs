@@ -143,24 +143,20 @@ impl SharedBinaries {
         binary.links.uprobes()
     }
 
+    /// The links on `pid`'s executable, shared with the binary's other processes.
+    fn shared_links(&self, pid: u32) -> Option<&UprobeLinks> {
+        let id = self.pids.get(&pid)?;
+        self.binaries.get(id).map(|b| &b.links)
+    }
+
     /// Uprobes on `pid`'s executable (shared) plus its own.
     pub fn uprobe_count(&self, probes: &Probes, pid: u32) -> usize {
-        let shared = self
-            .pids
-            .get(&pid)
-            .and_then(|id| self.binaries.get(id))
-            .map_or(0, |b| b.links.uprobes());
-        shared + probes.uprobe_count(pid)
+        self.shared_links(pid).map_or(0, UprobeLinks::uprobes) + probes.uprobe_count(pid)
     }
 
     /// Kernel links holding the uprobes of [`Self::uprobe_count`].
     pub fn link_count(&self, probes: &Probes, pid: u32) -> usize {
-        let shared = self
-            .pids
-            .get(&pid)
-            .and_then(|id| self.binaries.get(id))
-            .map_or(0, |b| b.links.links());
-        shared + probes.link_count(pid)
+        self.shared_links(pid).map_or(0, UprobeLinks::links) + probes.link_count(pid)
     }
 
     /// Whether a traced process runs the file `id`.
