@@ -325,11 +325,6 @@ impl MultiPrograms {
         self.programs.contains_key(name)
     }
 
-    /// Names of the programs.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.programs.keys().map(String::as_str)
-    }
-
     /// Attaches `program` at every offset of `binary` in one link, for `pid` only or (None)
     /// for every process that runs the file. Closing the returned descriptor detaches it.
     pub fn attach(
