@@ -163,6 +163,16 @@ fn trace_with(
             agent.stderr.text()
         );
     }
+    let mode = if perf_uprobes {
+        "uprobes: perf-event uprobes"
+    } else {
+        "uprobes: uprobe_multi links"
+    };
+    assert!(
+        agent.stderr.text().contains(mode),
+        "{}",
+        agent.stderr.text()
+    );
     // The agent really runs with these capabilities and no others, as nobody.
     let want: u64 = caps.iter().map(|c| 1u64 << bit(c)).sum();
     assert_eq!(

@@ -155,7 +155,9 @@ pub fn load() -> Result<Loaded, LoadError> {
     if use_uprobe_multi() {
         match MultiPrograms::load(object, &ebpf, kernel_btf.as_ref()) {
             Ok(multi) => {
-                tracing::debug!("uprobes are uprobe_multi links");
+                tracing::info!(
+                    "uprobes: uprobe_multi links (Linux 6.6+; CAP_BPF and CAP_PERFMON suffice)"
+                );
                 return Ok(Loaded {
                     ebpf,
                     multi: Some(multi),
@@ -180,7 +182,7 @@ pub fn load() -> Result<Loaded, LoadError> {
         prog.load()
             .map_err(|e| classify(Box::new(EbpfError::ProgramError(e))))?;
     }
-    tracing::debug!("uprobes are perf-event uprobes");
+    tracing::info!("uprobes: perf-event uprobes");
     Ok(Loaded { ebpf, multi: None })
 }
 
