@@ -44,15 +44,19 @@ pub fn run(args: &Args) -> Result<()> {
     // about 20 µs per span against 3, and on a loaded machine it fell behind a test's
     // thousands of requests a second until the ring buffer overflowed.
     let spanhook = crate::release_agent()?;
-    let mut test = Command::new("cargo");
-    test.current_dir(crate::root())
-        .args(["test", "--locked", "--no-fail-fast"])
-        .env("SPANHOOK_BIN", &spanhook)
-        .env("SPANHOOK_FIXTURES", fixtures::out_dir())
-        .env("SPANHOOK_OTELCOL", &otelcol)
-        .env("SPANHOOK_GRPCURL", &grpcurl)
-        .env("SPANHOOK_KUBE_APISERVER", &kube.apiserver)
-        .env("SPANHOOK_ETCD", &kube.etcd);
+    let cargo_test = || {
+        let mut test = Command::new("cargo");
+        test.current_dir(crate::root())
+            .args(["test", "--locked", "--no-fail-fast"])
+            .env("SPANHOOK_BIN", &spanhook)
+            .env("SPANHOOK_FIXTURES", fixtures::out_dir())
+            .env("SPANHOOK_OTELCOL", &otelcol)
+            .env("SPANHOOK_GRPCURL", &grpcurl)
+            .env("SPANHOOK_KUBE_APISERVER", &kube.apiserver)
+            .env("SPANHOOK_ETCD", &kube.etcd);
+        test
+    };
+    let mut test = cargo_test();
     if !args.cargo_args.is_empty() {
         test.args(&args.cargo_args);
     }
@@ -61,15 +65,10 @@ pub fn run(args: &Args) -> Result<()> {
         // The agent attaches `uprobe_multi` links where the kernel has them (6.6+) and
         // perf-event uprobes elsewhere; this kernel has them, so the other path is forced here
         // for the tests of attaching, detaching and a traced server.
-        let mut perf = Command::new("cargo");
-        perf.current_dir(crate::root())
-            .args(["test", "--locked", "--no-fail-fast"])
-            .args(["--test", "attach_lifecycle", "--test", "target_churn"])
+        let mut perf = cargo_test();
+        perf.args(["--test", "attach_lifecycle", "--test", "target_churn"])
             .args(["--test", "go_http_server"])
-            .env("SPANHOOK_UPROBES", "perf")
-            .env("SPANHOOK_BIN", &spanhook)
-            .env("SPANHOOK_FIXTURES", fixtures::out_dir())
-            .env("SPANHOOK_OTELCOL", &otelcol);
+            .env("SPANHOOK_UPROBES", "perf");
         cmd::run(&mut perf)?;
     }
     // The deployment files with the real validators (Helm, Kubernetes schemas, hadolint,

@@ -28,7 +28,7 @@ use aya_obj::{
         bpf_attach_type::BPF_TRACE_UPROBE_MULTI, bpf_attr, bpf_cmd, bpf_insn, bpf_prog_info,
         bpf_prog_type::BPF_PROG_TYPE_KPROBE, BPF_F_UPROBE_MULTI_RETURN,
     },
-    Object, ProgramSection,
+    Function, Object, ProgramSection,
 };
 
 /// Why the uprobe programs could not be loaded for `uprobe_multi` links.
@@ -122,18 +122,19 @@ fn zeroed_attr() -> bpf_attr {
     unsafe { std::mem::zeroed() }
 }
 
-/// Loads one program; `None` for the verifier log buffer means "no log".
-#[allow(clippy::too_many_arguments)]
+/// Loads one program; `btf`: the loaded object BTF and the function whose function and line
+/// info refer to it; `None` for the verifier log buffer means "no log".
 fn load_program(
     name: &str,
     insns: &[bpf_insn],
     license: &CString,
     kernel_version: u32,
-    btf_fd: Option<RawFd>,
-    func_info: (&[u8], u32, u32),
-    line_info: (&[u8], u32, u32),
+    btf: Option<(RawFd, &Function)>,
     log: Option<&mut Vec<u8>>,
 ) -> io::Result<OwnedFd> {
+    // Kept alive until the syscall: the attribute points into them.
+    let func_info = btf.map(|(_, f)| f.func_info.func_info_bytes());
+    let line_info = btf.map(|(_, f)| f.line_info.line_info_bytes());
     let mut attr = zeroed_attr();
     // SAFETY: writing the BPF_PROG_LOAD member of a zeroed union.
     let u = unsafe { &mut attr.__bindgen_anon_3 };
@@ -146,19 +147,17 @@ fn load_program(
     for (dst, src) in u.prog_name.iter_mut().zip(name.bytes().take(15)) {
         *dst = src as libc::c_char;
     }
-    if let Some(btf_fd) = btf_fd {
+    if let (Some((btf_fd, f)), Some(func_info), Some(line_info)) = (btf, &func_info, &line_info) {
         u.prog_btf_fd = btf_fd as u32;
-        let (bytes, count, size) = func_info;
-        if size > 0 {
-            u.func_info = bytes.as_ptr() as u64;
-            u.func_info_cnt = count;
-            u.func_info_rec_size = size;
+        if f.func_info_rec_size > 0 {
+            u.func_info = func_info.as_ptr() as u64;
+            u.func_info_cnt = f.func_info.len() as u32;
+            u.func_info_rec_size = f.func_info_rec_size as u32;
         }
-        let (bytes, count, size) = line_info;
-        if size > 0 {
-            u.line_info = bytes.as_ptr() as u64;
-            u.line_info_cnt = count;
-            u.line_info_rec_size = size;
+        if f.line_info_rec_size > 0 {
+            u.line_info = line_info.as_ptr() as u64;
+            u.line_info_cnt = f.line_info.len() as u32;
+            u.line_info_rec_size = f.line_info_rec_size as u32;
         }
     }
     if let Some(log) = log {
@@ -267,25 +266,13 @@ impl MultiPrograms {
                 _ => continue,
             };
             let function = &obj.functions[&program.function_key()];
-            let func_info = function.func_info.func_info_bytes();
-            let line_info = function.line_info.line_info_bytes();
             let load = |log: Option<&mut Vec<u8>>| {
                 load_program(
                     name,
                     &function.instructions,
                     &program.license,
                     program.kernel_version.unwrap_or(kernel_version),
-                    btf_fd.as_ref().map(AsRawFd::as_raw_fd),
-                    (
-                        &func_info,
-                        function.func_info.len() as u32,
-                        function.func_info_rec_size as u32,
-                    ),
-                    (
-                        &line_info,
-                        function.line_info.len() as u32,
-                        function.line_info_rec_size as u32,
-                    ),
+                    btf_fd.as_ref().map(|fd| (fd.as_raw_fd(), function)),
                     log,
                 )
             };
@@ -297,12 +284,11 @@ impl MultiPrograms {
                     let _ = load(Some(&mut log));
                     let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
                     let text = String::from_utf8_lossy(&log[..end]);
-                    let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                    let lines: Vec<&str> = text.lines().collect();
+                    let tail = &lines[lines.len().saturating_sub(20)..];
                     let log = if tail.is_empty() {
                         String::new()
                     } else {
-                        let mut tail = tail;
-                        tail.reverse();
                         format!("\nverifier log (end):\n{}", tail.join("\n"))
                     };
                     return Err(MultiLoadError::Program {
@@ -405,16 +391,7 @@ pub fn supported() -> bool {
         return false;
     };
     let license = CString::new("GPL").expect("no NUL");
-    let Ok(prog) = load_program(
-        "spanhook_probe",
-        &insns,
-        &license,
-        0,
-        None,
-        (&[], 0, 0),
-        (&[], 0, 0),
-        None,
-    ) else {
+    let Ok(prog) = load_program("spanhook_probe", &insns, &license, 0, None, None) else {
         return false;
     };
     match create_link(prog.as_raw_fd(), Path::new("/"), &[0], None, 0) {
